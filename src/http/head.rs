@@ -1,0 +1,251 @@
+//! HTTP/1.1 request and response heads: parsing with httparse, header look-up that
+//! ignores case (Go sends `X-Etcd-Cluster-Id`, `X-Peerurls`), and the body-framing
+//! rules of RFC 9112 §6.3 with the request-smuggling cases refused.
+
+use crate::error::{DecodeError, DecodeErrorKind};
+
+/// Most headers a head may carry.
+pub const MAX_HEADERS: usize = 64;
+
+/// Default cap on the size of a head, start line to blank line.
+pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
+
+/// How a message's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the connection closes (responses only).
+    UntilClose,
+}
+
+/// One header, its name as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The name, in the sender's case.
+    pub name: String,
+    /// The raw value.
+    pub value: Vec<u8>,
+}
+
+/// The start line of a head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    /// `METHOD path HTTP/1.x`
+    Request {
+        /// e.g. `GET`.
+        method: String,
+        /// The request target.
+        path: String,
+    },
+    /// `HTTP/1.x status reason`
+    Response {
+        /// e.g. 200.
+        status: u16,
+        /// e.g. `OK`.
+        reason: String,
+    },
+}
+
+/// A parsed head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Request or status line.
+    pub start: StartLine,
+    /// The headers in order.
+    pub headers: Vec<Header>,
+    /// The head's length in bytes, blank line included: the body starts here.
+    pub len: usize,
+}
+
+fn http_err(offset: u64, what: impl Into<String>) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::Http(what.into()), offset)
+}
+
+impl Head {
+    /// Parses a request head from the start of `buf`; `None` if it is not all there yet.
+    pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<Head>, DecodeError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) if len <= max_head => Ok(Some(Head {
+                start: StartLine::Request {
+                    method: req.method.unwrap_or_default().to_string(),
+                    path: req.path.unwrap_or_default().to_string(),
+                },
+                headers: collect(req.headers),
+                len,
+            })),
+            Ok(httparse::Status::Complete(_)) => Err(http_err(0, "head too large")),
+            Ok(httparse::Status::Partial) => partial(buf, max_head),
+            Err(e) => Err(http_err(0, e.to_string())),
+        }
+    }
+
+    /// Parses a response head from the start of `buf`; `None` if it is not all there yet.
+    pub fn parse_response(buf: &[u8], max_head: usize) -> Result<Option<Head>, DecodeError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        match res.parse(buf) {
+            Ok(httparse::Status::Complete(len)) if len <= max_head => Ok(Some(Head {
+                start: StartLine::Response {
+                    status: res.code.unwrap_or_default(),
+                    reason: res.reason.unwrap_or_default().to_string(),
+                },
+                headers: collect(res.headers),
+                len,
+            })),
+            Ok(httparse::Status::Complete(_)) => Err(http_err(0, "head too large")),
+            Ok(httparse::Status::Partial) => partial(buf, max_head),
+            Err(e) => Err(http_err(0, e.to_string())),
+        }
+    }
+
+    /// The first value of header `name`, compared without regard to case.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_slice())
+    }
+
+    /// The first value of header `name` as text, if it is UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// How the body that follows this head is delimited. Refuses a head that carries
+    /// both Content-Length and Transfer-Encoding, more than one Content-Length, a
+    /// transfer coding other than a final `chunked`, or a malformed length.
+    pub fn body_framing(&self) -> Result<BodyFraming, DecodeError> {
+        let at = self.len as u64;
+        if let StartLine::Response { status, .. } = self.start {
+            if (100..200).contains(&status) || status == 204 || status == 304 {
+                return Ok(BodyFraming::Empty);
+            }
+        }
+        let lengths: Vec<&[u8]> = self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| h.value.as_slice())
+            .collect();
+        let te: Vec<&[u8]> = self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|h| h.value.as_slice())
+            .collect();
+        if !te.is_empty() && !lengths.is_empty() {
+            return Err(http_err(at, "both Content-Length and Transfer-Encoding"));
+        }
+        if let Some(last) = te.last() {
+            let last_coding = last.rsplit(|&b| b == b',').next().unwrap_or_default();
+            if te.len() == 1
+                && last_coding.trim_ascii().eq_ignore_ascii_case(b"chunked")
+                && !last.contains(&b',')
+            {
+                return Ok(BodyFraming::Chunked);
+            }
+            return Err(http_err(at, "unsupported Transfer-Encoding"));
+        }
+        match lengths.as_slice() {
+            [] => Ok(match self.start {
+                StartLine::Request { .. } => BodyFraming::Empty,
+                StartLine::Response { .. } => BodyFraming::UntilClose,
+            }),
+            [one] => {
+                let text = one.trim_ascii();
+                if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+                    return Err(http_err(at, "malformed Content-Length"));
+                }
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .map(BodyFraming::Length)
+                    .ok_or_else(|| http_err(at, "malformed Content-Length"))
+            }
+            _ => Err(http_err(at, "more than one Content-Length")),
+        }
+    }
+}
+
+fn collect(headers: &[httparse::Header<'_>]) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|h| Header {
+            name: h.name.to_string(),
+            value: h.value.to_vec(),
+        })
+        .collect()
+}
+
+fn partial(buf: &[u8], max_head: usize) -> Result<Option<Head>, DecodeError> {
+    if buf.len() >= max_head {
+        Err(http_err(0, "head too large"))
+    } else {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> Head {
+        Head::parse_request(raw.as_bytes(), DEFAULT_MAX_HEAD)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn headers_are_found_in_any_case() {
+        let h = req("GET /raft/stream/message/2 HTTP/1.1\r\nX-Etcd-Cluster-Id: 7\r\nX-Peerurls: http://a\r\n\r\n");
+        assert_eq!(h.header_str("x-etcd-cluster-id"), Some("7"));
+        assert_eq!(h.header_str("X-PeerURLs"), Some("http://a"));
+        assert_eq!(h.body_framing().unwrap(), BodyFraming::Empty);
+    }
+
+    #[test]
+    fn smuggling_pairs_are_refused() {
+        for raw in [
+            "POST /raft HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /raft HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "POST /raft HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            "POST /raft HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "POST /raft HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST /raft HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(req(raw).body_framing().is_err(), "{raw}");
+        }
+        let ok = req("POST /raft HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(ok.body_framing().unwrap(), BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn partial_and_oversized_heads() {
+        assert_eq!(
+            Head::parse_request(b"GET / HTTP/1.1\r\nHost:", 1024).unwrap(),
+            None
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100));
+        assert!(Head::parse_request(big.as_bytes(), 64).is_err());
+        assert!(Head::parse_request(&big.as_bytes()[..80], 64).is_err());
+    }
+
+    #[test]
+    fn response_framing() {
+        let h = Head::parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body_framing().unwrap(), BodyFraming::Empty);
+        let h = Head::parse_response(b"HTTP/1.1 200 OK\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body_framing().unwrap(), BodyFraming::UntilClose);
+    }
+}

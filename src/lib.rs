@@ -1,0 +1,16 @@
+//! rafthttp: etcd's Raft HTTP transport in Rust, wire-compatible with etcd members.
+//!
+//! The layers, from the bottom (see `docs/architecture.md`):
+//! - [`raftpb`]: the raft protobuf messages, encoded as etcd 3.4 does;
+//! - [`codec`]: the stream, pipeline and snapshot frame formats, sans-IO;
+//! - [`http`]: HTTP/1.1 framing (chunked transfer coding, heads), sans-IO.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod raftpb;
+
+pub use error::{DecodeError, DecodeErrorKind};
+pub use limits::Limits;
