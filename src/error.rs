@@ -71,8 +71,10 @@ pub enum DecodeErrorKind {
         /// prost's description.
         reason: String,
     },
-    /// The input ended inside a frame.
-    #[error("input ended inside a {part}: {missing} more byte(s) needed at least")]
+    /// The input ended inside a frame (the error's offset is where that frame starts).
+    #[error(
+        "input ended inside the {part} that starts here: at least {missing} more byte(s) needed"
+    )]
     Truncated {
         /// What was cut short.
         part: Part,

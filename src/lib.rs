@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod error;
 pub mod http;
+pub mod json;
 pub mod limits;
 pub mod raftpb;
 

@@ -244,8 +244,8 @@ impl FrameAssembler {
         )
     }
 
-    /// Call at end of input: fails if a frame was left incomplete. `need` is what the
-    /// scanner last asked for, used to say how much was missing.
+    /// Call at end of input: fails if a frame was left incomplete, naming the offset where
+    /// it starts; `scan` says how much was missing.
     pub(crate) fn finish(
         &mut self,
         scan: impl FnOnce(&[u8], u64) -> Result<Scan, DecodeError>,
@@ -261,10 +261,8 @@ impl FrameAssembler {
             Scan::Need(total) => total.saturating_sub(self.pending.len() as u64),
             Scan::Complete(_) => 0,
         };
-        let e = DecodeError::new(
-            DecodeErrorKind::Truncated { part, missing },
-            self.offset + self.pending.len() as u64,
-        );
+        // Name the frame that was cut short by where it starts.
+        let e = DecodeError::new(DecodeErrorKind::Truncated { part, missing }, self.offset);
         self.failed = Some(e.clone());
         Err(e)
     }
@@ -328,7 +326,7 @@ mod tests {
                 missing: 3
             }
         );
-        assert_eq!(e.offset, 10);
+        assert_eq!(e.offset, 0);
     }
 
     #[test]

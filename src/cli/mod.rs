@@ -1,0 +1,26 @@
+//! The `rafthttp` command line.
+
+pub mod decode;
+
+use clap::{Parser, Subcommand};
+
+/// rafthttp: etcd's Raft HTTP transport, and tools for it.
+#[derive(Debug, Parser)]
+#[command(name = "rafthttp", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode rafthttp stream, pipeline or snapshot bytes into JSON lines, one per frame.
+    Decode(decode::DecodeArgs),
+}
+
+/// Parses a member or cluster ID in etcd's hex form, for flags.
+pub fn parse_hex_id(s: &str) -> Result<u64, String> {
+    rafthttp::json::id_from_hex(s).ok_or_else(|| format!("{s:?} is not a hex member ID"))
+}
