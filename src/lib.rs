@@ -6,6 +6,7 @@
 //! - [`http`]: HTTP/1.1 framing (chunked transfer coding, heads), sans-IO.
 #![warn(missing_docs)]
 
+pub mod alloc_count;
 pub mod codec;
 pub mod error;
 pub mod http;
