@@ -112,7 +112,7 @@ fn decode_pieces(
 enum Step {
     Heartbeat,
     /// An arbitrary message (a MsgApp gets the stream's from/to, as a writer sends).
-    Any(Message),
+    Any(Box<Message>),
     /// A MsgApp continuing where the stream state is: AppEntries material.
     Continue {
         entries: Vec<Option<Bytes>>,
@@ -123,7 +123,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         1 => Just(Step::Heartbeat),
-        2 => message().prop_map(Step::Any),
+        2 => message().prop_map(|m| Step::Any(Box::new(m))),
         3 => (vec(bytes_opt(70), 0..4), any::<u64>()).prop_map(|(entries, commit)| Step::Continue { entries, commit }),
     ]
 }
@@ -135,7 +135,8 @@ fn build_sequence(steps: Vec<Step>) -> Vec<Message> {
     for s in steps {
         let m = match s {
             Step::Heartbeat => Message::link_heartbeat(),
-            Step::Any(mut m) => {
+            Step::Any(m) => {
+                let mut m = *m;
                 if m.msg_type == MessageType::MsgApp as i32
                     || m.msg_type == MessageType::MsgHeartbeat as i32
                 {
