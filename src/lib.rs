@@ -13,6 +13,7 @@ pub mod http;
 pub mod json;
 pub mod limits;
 pub mod raftpb;
+pub mod workload;
 
 pub use error::{DecodeError, DecodeErrorKind};
 pub use limits::Limits;

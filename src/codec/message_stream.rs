@@ -40,12 +40,16 @@ impl MessageStreamDecoder {
     }
 
     /// Decodes the next frame from `input` into `out`; `None` when `input` is used up
-    /// first. Entry data and context in `out` are slices of the input.
+    /// first. Entry data and context in `out` are slices of the input; `out` is cleared at
+    /// the start of every call.
     pub fn decode(
         &mut self,
         input: &mut Bytes,
         out: &mut Message,
     ) -> Result<Option<FrameInfo>, DecodeError> {
+        // Drop the previous frame's slices first, so that the buffers they point into
+        // can be reused in place rather than reallocated.
+        out.clear();
         let max = self.max_frame;
         let Some((frame, offset)) = self
             .asm
@@ -54,7 +58,6 @@ impl MessageStreamDecoder {
             return Ok(None);
         };
         let len = frame.len();
-        out.clear();
         out.merge(frame.slice(8..))
             .map_err(|e| self.asm.fail(protobuf_error(Part::Message, e, offset + 8)))?;
         let kind = if out.is_link_heartbeat() {

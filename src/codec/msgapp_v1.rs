@@ -98,12 +98,16 @@ impl MsgAppV1Decoder {
 
     /// Decodes the next batch into `out` as the MsgApp etcd rebuilds:
     /// `{MsgApp, from: remote, to: local, term = logTerm = stream term,
-    /// index: first entry's index − 1, entries, commit: 0}`.
+    /// index: first entry's index − 1, entries, commit: 0}`. `out` is cleared at the
+    /// start of every call.
     pub fn decode(
         &mut self,
         input: &mut Bytes,
         out: &mut Message,
     ) -> Result<Option<FrameInfo>, DecodeError> {
+        // Drop the previous frame's slices first, so that the buffers they point into
+        // can be reused in place rather than reallocated.
+        out.clear();
         let max = self.max_frame;
         let scanner = &mut self.scanner;
         let Some((frame, offset)) = self
@@ -113,7 +117,6 @@ impl MsgAppV1Decoder {
             return Ok(None);
         };
         let len = frame.len();
-        out.clear();
         let n = read_u64(&frame, 0).unwrap_or(0);
         if n == 0 {
             out.msg_type = MessageType::MsgHeartbeat as i32;

@@ -138,12 +138,16 @@ impl MsgAppV2Decoder {
 
     /// Decodes the next frame from `input` into `out` (whose entry capacity is reused).
     /// Returns `None` once `input` is used up without completing a frame; feed more.
-    /// Entry data in `out` are slices of the input, not copies.
+    /// Entry data in `out` are slices of the input, not copies; `out` is cleared at the
+    /// start of every call, so take what you need from it before the next one.
     pub fn decode(
         &mut self,
         input: &mut Bytes,
         out: &mut Message,
     ) -> Result<Option<FrameInfo>, DecodeError> {
+        // Drop the previous frame's slices first, so that the buffers they point into
+        // can be reused in place rather than reallocated.
+        out.clear();
         let max = self.max_frame;
         let scanner = &mut self.scanner;
         let Some((frame, offset)) = self.asm.next_frame(input, |b, o| scanner.scan(b, o, max))?
@@ -163,7 +167,6 @@ impl MsgAppV2Decoder {
         offset: u64,
         out: &mut Message,
     ) -> Result<FrameKind, DecodeError> {
-        out.clear();
         match frame.first() {
             Some(&TAG_LINK_HEARTBEAT) => {
                 out.msg_type = MessageType::MsgHeartbeat as i32;

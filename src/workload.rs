@@ -1,0 +1,90 @@
+//! The message shapes the Go anchor (`shared/anchors/etcd-go`) measures, so that our
+//! benchmarks and tests drive the codecs and the transport with the same traffic:
+//! contiguous MsgApps (`Index i`, entries `i+1..`, `Term = LogTerm = 1`, `Commit i`),
+//! which msgappv2 sends as compact AppEntries frames, and MsgHeartbeats.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::raftpb::{Entry, EntryType, Message, MessageType};
+
+/// The anchor's entry payload: `n` bytes of `a..z` repeated.
+pub fn payload(n: usize) -> Bytes {
+    (0..n)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Produces the contiguous MsgApps a leader in replicate state sends.
+#[derive(Clone, Debug)]
+pub struct AppSource {
+    from: u64,
+    to: u64,
+    per_msg: usize,
+    payload: Bytes,
+    index: u64,
+}
+
+impl AppSource {
+    /// MsgApps from `from` to `to`, each with `per_msg` entries of `entry_bytes` bytes.
+    pub fn new(from: u64, to: u64, per_msg: usize, entry_bytes: usize) -> Self {
+        AppSource {
+            from,
+            to,
+            per_msg,
+            payload: payload(entry_bytes),
+            index: 0,
+        }
+    }
+
+    /// Overwrites `m` with the next MsgApp, reusing its entry capacity (no allocation
+    /// once `m` has held `per_msg` entries).
+    pub fn fill(&mut self, m: &mut Message) {
+        let i = self.index;
+        m.entries.clear();
+        m.entries.extend((1..=self.per_msg as u64).map(|j| Entry {
+            entry_type: EntryType::EntryNormal as i32,
+            term: 1,
+            index: i + j,
+            data: Some(self.payload.clone()),
+        }));
+        m.msg_type = MessageType::MsgApp as i32;
+        m.from = self.from;
+        m.to = self.to;
+        m.term = 1;
+        m.log_term = 1;
+        m.index = i;
+        m.commit = i;
+        self.index = i + self.per_msg as u64;
+    }
+
+    /// The next MsgApp.
+    pub fn next_message(&mut self) -> Message {
+        let mut m = Message::default();
+        self.fill(&mut m);
+        m
+    }
+}
+
+/// The anchor's heartbeat number `k` from `from` to `to`.
+pub fn heartbeat(from: u64, to: u64, k: u64) -> Message {
+    Message {
+        msg_type: MessageType::MsgHeartbeat as i32,
+        from,
+        to,
+        term: 1,
+        commit: k,
+        ..Default::default()
+    }
+}
+
+/// Replays `stream` as a receiver reads it: `read_size` bytes at a time into one
+/// reusable read buffer, each read handed on as a [`Bytes`] piece.
+pub fn replay_reads(stream: &[u8], read_size: usize, mut piece: impl FnMut(Bytes)) {
+    let mut buf = BytesMut::with_capacity(read_size);
+    for read in stream.chunks(read_size) {
+        buf.reserve(read_size);
+        buf.extend_from_slice(read);
+        piece(buf.split().freeze());
+    }
+}
