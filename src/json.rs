@@ -207,7 +207,7 @@ fn ids_from_hex(ids: &[String], field: &'static str) -> Result<Vec<u64>, JsonErr
 impl MessageJson {
     /// The JSON form of `m`.
     pub fn from_message(m: &Message) -> MessageJson {
-        let snapshot = (m.snapshot != Snapshot::default()).then(|| {
+        let snapshot = (!m.snapshot.is_default()).then(|| {
             let md = &m.snapshot.metadata;
             let cs = &md.conf_state;
             let hexes = |ids: &[u64]| ids.iter().map(|&i| id_to_hex(i)).collect();

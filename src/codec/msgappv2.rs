@@ -82,8 +82,7 @@ fn fits_app_entries(m: &Message) -> bool {
         && m.context.is_none()
         && m.vote.is_none()
         && m.responses.is_empty()
-        && m.snapshot.data.is_none()
-        && m.snapshot.metadata == Default::default()
+        && m.snapshot.is_default()
 }
 
 /// Resumable scanner for one msgappv2 frame.
