@@ -10,6 +10,7 @@ pub mod alloc_count;
 pub mod codec;
 pub mod error;
 pub mod http;
+pub mod io;
 pub mod json;
 pub mod limits;
 pub mod raftpb;

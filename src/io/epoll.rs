@@ -1,0 +1,125 @@
+//! The epoll driver: plain tokio on a current-thread runtime. Reads and writes use
+//! `readable()`/`try_read_buf` and `writable()`/`try_write`, which take `&self`, so the
+//! connection can be shut down while an operation waits.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::conn::{std_listener, Backend, Conn, Listener};
+use super::IoBackend;
+
+/// The epoll (plain tokio) driver.
+#[derive(Debug)]
+pub struct Epoll;
+
+/// A tokio TCP connection.
+#[derive(Debug)]
+pub struct EpollConn(TcpStream);
+
+/// A tokio TCP listener.
+#[derive(Debug)]
+pub struct EpollListener(TcpListener);
+
+impl Conn for EpollConn {
+    async fn read(&self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        loop {
+            if let Err(e) = self.0.readable().await {
+                return (Err(e), buf);
+            }
+            match self.0.try_read_buf(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return (r, buf),
+            }
+        }
+    }
+
+    async fn write_all(&self, buf: Bytes) -> (io::Result<()>, Bytes) {
+        let mut rest = &buf[..];
+        while !rest.is_empty() {
+            if let Err(e) = self.0.writable().await {
+                return (Err(e), buf);
+            }
+            match self.0.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    async fn write_all_vectored(&self, mut bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
+        let mut first = 0;
+        while first < bufs.len() {
+            if let Err(e) = self.0.writable().await {
+                return (Err(e), bufs);
+            }
+            let written = {
+                let slices: smallvec::SmallVec<[IoSlice<'_>; 16]> =
+                    bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
+                self.0.try_write_vectored(&slices)
+            };
+            match written {
+                Ok(mut n) => {
+                    while n > 0 {
+                        let len = bufs[first].len();
+                        if n >= len {
+                            n -= len;
+                            first += 1;
+                        } else {
+                            bufs[first].advance(n);
+                            n = 0;
+                        }
+                    }
+                    while first < bufs.len() && bufs[first].is_empty() {
+                        first += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), bufs),
+            }
+        }
+        (Ok(()), bufs)
+    }
+
+    fn shutdown(&self) -> io::Result<()> {
+        socket2::SockRef::from(&self.0).shutdown(std::net::Shutdown::Both)
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+}
+
+impl Listener for EpollListener {
+    type Conn = EpollConn;
+
+    async fn accept(&self) -> io::Result<(EpollConn, SocketAddr)> {
+        let (s, addr) = self.0.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((EpollConn(s), addr))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Backend for Epoll {
+    type Conn = EpollConn;
+    type Listener = EpollListener;
+    const KIND: IoBackend = IoBackend::Epoll;
+
+    fn bind(addr: SocketAddr) -> io::Result<EpollListener> {
+        Ok(EpollListener(TcpListener::from_std(std_listener(addr)?)?))
+    }
+
+    async fn connect(addr: SocketAddr) -> io::Result<EpollConn> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(EpollConn(s))
+    }
+}
