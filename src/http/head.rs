@@ -60,6 +60,8 @@ pub struct Head {
     pub headers: Vec<Header>,
     /// The head's length in bytes, blank line included: the body starts here.
     pub len: usize,
+    /// The minor HTTP version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub version: u8,
 }
 
 fn http_err(offset: u64, what: impl Into<String>) -> DecodeError {
@@ -79,6 +81,7 @@ impl Head {
                 },
                 headers: collect(req.headers),
                 len,
+                version: req.version.unwrap_or(1),
             })),
             Ok(httparse::Status::Complete(_)) => Err(http_err(0, "head too large")),
             Ok(httparse::Status::Partial) => partial(buf, max_head),
@@ -98,6 +101,7 @@ impl Head {
                 },
                 headers: collect(res.headers),
                 len,
+                version: res.version.unwrap_or(1),
             })),
             Ok(httparse::Status::Complete(_)) => Err(http_err(0, "head too large")),
             Ok(httparse::Status::Partial) => partial(buf, max_head),
@@ -116,6 +120,20 @@ impl Head {
     /// The first value of header `name` as text, if it is UTF-8.
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether the connection must close after this message: `Connection: close`, or
+    /// HTTP/1.0 without `Connection: keep-alive`.
+    pub fn wants_close(&self) -> bool {
+        let has = |token: &str| {
+            self.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection")
+                    && h.value
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            })
+        };
+        has("close") || (self.version == 0 && !has("keep-alive"))
     }
 
     /// How the body that follows this head is delimited. Refuses a head that carries
@@ -235,6 +253,14 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100));
         assert!(Head::parse_request(big.as_bytes(), 64).is_err());
         assert!(Head::parse_request(&big.as_bytes()[..80], 64).is_err());
+    }
+
+    #[test]
+    fn connection_close_and_http10() {
+        assert!(req("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").wants_close());
+        assert!(!req("GET / HTTP/1.1\r\n\r\n").wants_close());
+        assert!(req("GET / HTTP/1.0\r\n\r\n").wants_close());
+        assert!(!req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").wants_close());
     }
 
     #[test]

@@ -8,11 +8,15 @@
 //!   variable (`auto`, `uring`, `epoll`) overrides the configured mode.
 
 mod conn;
+pub mod deadline;
 mod epoll;
+pub mod pool;
 mod uring;
 
 pub use conn::{Backend, Conn, Listener};
+pub use deadline::{Deadline, Timeouts};
 pub use epoll::{Epoll, EpollConn, EpollListener};
+pub use pool::{BufferPool, PoolStats};
 pub use uring::{Uring, UringConn, UringListener};
 
 use std::fmt;

@@ -1,0 +1,270 @@
+//! A buffered HTTP/1.1 connection over any [`Conn`]: reads heads and bodies through the
+//! sans-IO parsers, writes whole buffers, and bounds every wait with a deadline that
+//! closes the connection when it passes (see `io::deadline`).
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::time::Instant;
+
+use super::body::{BodyDecoder, BodyEvent};
+use super::head::Head;
+use crate::error::DecodeError;
+use crate::io::{BufferPool, Conn, Deadline, Timeouts};
+use crate::limits::Limits;
+
+/// What went wrong on an HTTP connection.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The peer sent something malformed.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// The peer closed the connection in the middle of a message.
+    #[error("connection closed before the {0} was complete")]
+    Closed(&'static str),
+    /// A deadline passed; the connection was closed.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// A head was larger than allowed.
+    #[error("message head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// A body was larger than allowed.
+    #[error("body larger than {0} bytes")]
+    BodyTooLarge(u64),
+}
+
+/// Which kind of head to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadKind {
+    /// A request (server side).
+    Request,
+    /// A response (client side).
+    Response,
+}
+
+/// One HTTP connection with its read buffer and deadline.
+pub struct HttpIo<C: Conn> {
+    conn: Rc<C>,
+    deadline: Rc<Deadline>,
+    /// Freshly read bytes land here (after its length).
+    rbuf: BytesMut,
+    /// Bytes read but not yet consumed, frozen so decoders can slice them.
+    pending: Bytes,
+    read_size: usize,
+    timeouts: Timeouts,
+    limits: Limits,
+    max_head: usize,
+}
+
+impl<C: Conn> HttpIo<C> {
+    /// Wraps `conn`, taking a read buffer from `pool` and starting its deadline watchdog
+    /// on the current thread's runtime.
+    pub fn new(
+        conn: C,
+        pool: &BufferPool,
+        timeouts: Timeouts,
+        limits: Limits,
+        max_head: usize,
+    ) -> Self {
+        let conn = Rc::new(conn);
+        let deadline = Deadline::new();
+        tokio::task::spawn_local(deadline.clone().watch(conn.clone()));
+        HttpIo {
+            conn,
+            deadline,
+            rbuf: pool.get(),
+            pending: Bytes::new(),
+            read_size: pool.buffer_size(),
+            timeouts,
+            limits,
+            max_head,
+        }
+    }
+
+    /// The connection.
+    pub fn conn(&self) -> &Rc<C> {
+        &self.conn
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Reads more bytes into `rbuf` before the deadline at `by`. Returns 0 at EOF.
+    async fn fill(&mut self, by: Instant, what: &'static str) -> Result<usize, HttpError> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
+            self.rbuf.reserve(self.read_size);
+        }
+        self.deadline.arm_at(by);
+        let buf = std::mem::take(&mut self.rbuf);
+        let (res, buf) = self.conn.read(buf).await;
+        self.rbuf = buf;
+        self.deadline.disarm();
+        if self.deadline.expired() {
+            return Err(HttpError::Timeout(what));
+        }
+        Ok(res?)
+    }
+
+    /// Moves unconsumed input back in front of `rbuf` so a head can be parsed from
+    /// contiguous bytes (only after a body left bytes over, e.g. a pipelined request).
+    fn unfreeze_pending(&mut self) {
+        if !self.pending.is_empty() {
+            let mut joined =
+                BytesMut::with_capacity(self.pending.len() + self.rbuf.len() + self.read_size);
+            joined.extend_from_slice(&self.pending);
+            joined.extend_from_slice(&self.rbuf);
+            self.pending = Bytes::new();
+            self.rbuf = joined;
+        }
+    }
+
+    /// Reads the next head. Waits up to `idle` for its first byte (a keep-alive
+    /// connection between requests), then up to the read timeout for the whole head, so
+    /// a client trickling bytes (slowloris) cannot hold the connection. `Ok(None)` means
+    /// the peer closed cleanly before sending anything.
+    pub async fn read_head(
+        &mut self,
+        kind: HeadKind,
+        idle: Duration,
+    ) -> Result<Option<Head>, HttpError> {
+        self.unfreeze_pending();
+        let mut by = Instant::now() + idle;
+        let mut started = !self.rbuf.is_empty();
+        if started {
+            by = Instant::now() + self.timeouts.read;
+        }
+        loop {
+            if !self.rbuf.is_empty() {
+                let parsed = match kind {
+                    HeadKind::Request => Head::parse_request(&self.rbuf, self.max_head),
+                    HeadKind::Response => Head::parse_response(&self.rbuf, self.max_head),
+                };
+                match parsed {
+                    Ok(Some(head)) => {
+                        self.rbuf.advance(head.len);
+                        return Ok(Some(head));
+                    }
+                    Ok(None) => {}
+                    Err(_) if self.rbuf.len() >= self.max_head => {
+                        return Err(HttpError::HeadTooLarge(self.max_head))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let n = self.fill(by, "reading the message head").await?;
+            if n == 0 {
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(HttpError::Closed("message head"))
+                };
+            }
+            if !started {
+                started = true;
+                by = Instant::now() + self.timeouts.read;
+            }
+        }
+    }
+
+    /// The next body event, reading as needed; each read waits up to the read timeout.
+    /// Data are slices of the read buffer.
+    pub async fn next_body_event(&mut self, dec: &mut BodyDecoder) -> Result<BodyEvent, HttpError> {
+        loop {
+            if self.pending.is_empty() && !self.rbuf.is_empty() {
+                self.pending = self.rbuf.split().freeze();
+            }
+            if let Some(ev) = dec.decode(&mut self.pending)? {
+                return Ok(ev);
+            }
+            let by = Instant::now() + self.timeouts.read;
+            if self.fill(by, "reading the body").await? == 0 {
+                dec.eof()?;
+                return Ok(BodyEvent::End);
+            }
+        }
+    }
+
+    /// Reads a whole body of at most `max` bytes (413-worthy beyond that).
+    pub async fn read_body_to_end(
+        &mut self,
+        dec: &mut BodyDecoder,
+        max: u64,
+    ) -> Result<Bytes, HttpError> {
+        let mut first: Option<Bytes> = None;
+        let mut joined = BytesMut::new();
+        let mut total = 0u64;
+        loop {
+            match self.next_body_event(dec).await? {
+                BodyEvent::End => break,
+                BodyEvent::Data(d) => {
+                    total += d.len() as u64;
+                    if total > max {
+                        return Err(HttpError::BodyTooLarge(max));
+                    }
+                    match first.take() {
+                        None if joined.is_empty() => first = Some(d),
+                        prev => {
+                            if let Some(p) = prev {
+                                joined.extend_from_slice(&p);
+                            }
+                            joined.extend_from_slice(&d);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| joined.freeze()))
+    }
+
+    /// Writes `buf` within the write timeout.
+    pub async fn write(&self, buf: Bytes) -> Result<(), HttpError> {
+        self.deadline.arm(self.timeouts.write);
+        let (res, _) = self.conn.write_all(buf).await;
+        self.deadline.disarm();
+        if self.deadline.expired() {
+            return Err(HttpError::Timeout("writing"));
+        }
+        Ok(res?)
+    }
+
+    /// Writes `bufs` in order, vectored, within the write timeout.
+    pub async fn write_vectored(&self, bufs: Vec<Bytes>) -> Result<(), HttpError> {
+        self.deadline.arm(self.timeouts.write);
+        let (res, _) = self.conn.write_all_vectored(bufs).await;
+        self.deadline.disarm();
+        if self.deadline.expired() {
+            return Err(HttpError::Timeout("writing"));
+        }
+        Ok(res?)
+    }
+
+    /// The decode limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        let _ = self.conn.shutdown();
+        self.deadline.finish();
+    }
+
+    /// Gives the read buffer back to `pool` and closes the connection.
+    pub fn release(mut self, pool: &BufferPool) {
+        self.close();
+        pool.put(std::mem::take(&mut self.rbuf));
+    }
+}
+
+impl<C: Conn> Drop for HttpIo<C> {
+    fn drop(&mut self) {
+        self.deadline.finish();
+    }
+}

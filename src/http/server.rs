@@ -1,0 +1,379 @@
+//! The HTTP/1.1 server, generic over the I/O driver: accept loops on one or more
+//! listeners, then per connection read a request, route it, answer it, and keep the
+//! connection for the next request unless either side asked to close. A streaming
+//! response holds the connection until its source ends or the client goes away.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::{mpsc, Notify};
+
+use super::body::{BodyDecoder, BodyEvent};
+use super::chunked::{begin_chunk, end_chunk, LAST_CHUNK};
+use super::head::{BodyFraming, StartLine};
+use super::io::{HeadKind, HttpError, HttpIo};
+use super::router::{BodyMode, Request, RequestBody, Response, ResponseBody, Router, StreamBody};
+use super::write::{write_response_head, Framing};
+use crate::io::{Backend, BufferPool, Conn, Listener, Timeouts};
+use crate::limits::Limits;
+
+/// Server settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerConfig {
+    /// Read, write and idle timeouts (etcd: 5 s each).
+    pub timeouts: Timeouts,
+    /// Caps for body decoding.
+    pub limits: Limits,
+    /// Largest request head accepted (431 beyond it).
+    pub max_head: usize,
+    /// Size of each connection's read buffer.
+    pub read_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            max_head: super::head::DEFAULT_MAX_HEAD,
+            read_buffer: 64 * 1024,
+        }
+    }
+}
+
+/// Payloads at least this large are written from their own buffer (vectored), not
+/// copied behind the head.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// An HTTP server for one I/O thread.
+pub struct Server {
+    router: Router,
+    config: ServerConfig,
+    pool: Rc<BufferPool>,
+    stop: Notify,
+    stopped: Cell<bool>,
+    next_id: Cell<u64>,
+    /// Live connections, so that [`Server::stop`] can close them.
+    active: RefCell<HashMap<u64, Rc<dyn Fn()>>>,
+}
+
+impl Server {
+    /// A server answering with `router`.
+    pub fn new(router: Router, config: ServerConfig, pool: Rc<BufferPool>) -> Rc<Self> {
+        Rc::new(Server {
+            router,
+            config,
+            pool,
+            stop: Notify::new(),
+            stopped: Cell::new(false),
+            next_id: Cell::new(0),
+            active: RefCell::default(),
+        })
+    }
+
+    /// Accepts connections on `listener` until [`stop`](Self::stop), serving each in its
+    /// own task. Spawn one per listener.
+    pub async fn serve<B: Backend>(self: Rc<Self>, listener: B::Listener) {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = self.stop.notified() => return,
+            };
+            if self.stopped.get() {
+                return;
+            }
+            match accepted {
+                Ok((conn, remote)) => {
+                    tokio::task::spawn_local(self.clone().serve_conn(conn, remote));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and closes every connection (streams included).
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.stop.notify_waiters();
+        let closers: Vec<_> = self.active.borrow().values().cloned().collect();
+        for close in closers {
+            close();
+        }
+    }
+
+    /// How many connections are open.
+    pub fn open_connections(&self) -> usize {
+        self.active.borrow().len()
+    }
+
+    /// Serves one connection until it closes.
+    pub async fn serve_conn<C: Conn>(self: Rc<Self>, conn: C, remote: SocketAddr) {
+        let cfg = self.config;
+        let mut io = HttpIo::new(conn, &self.pool, cfg.timeouts, cfg.limits, cfg.max_head);
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let closer = io.conn().clone();
+        self.active
+            .borrow_mut()
+            .insert(id, Rc::new(move || drop(closer.shutdown())));
+        if let Err(e) = self.requests(&mut io, remote).await {
+            tracing::debug!(%remote, error = %e, "connection ended");
+        }
+        self.active.borrow_mut().remove(&id);
+        io.release(&self.pool);
+    }
+
+    /// Answers requests on `io` until the connection should close.
+    async fn requests<C: Conn>(
+        &self,
+        io: &mut HttpIo<C>,
+        remote: SocketAddr,
+    ) -> Result<(), HttpError> {
+        loop {
+            let head = match io
+                .read_head(HeadKind::Request, self.config.timeouts.idle)
+                .await
+            {
+                Ok(Some(head)) => head,
+                Ok(None) => return Ok(()),
+                Err(HttpError::HeadTooLarge(n)) => {
+                    self.respond(
+                        io,
+                        Response::error(431, "Request Header Fields Too Large"),
+                        true,
+                    )
+                    .await?;
+                    return Err(HttpError::HeadTooLarge(n));
+                }
+                Err(HttpError::Decode(e)) => {
+                    self.respond(io, Response::error(400, "Bad Request"), true)
+                        .await?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e),
+            };
+            let framing = match head.body_framing() {
+                Ok(f) => f,
+                Err(e) => {
+                    self.respond(io, Response::error(400, "Bad Request"), true)
+                        .await?;
+                    return Err(e.into());
+                }
+            };
+            let StartLine::Request { method, path } = head.start.clone() else {
+                return Ok(());
+            };
+            let mut close = head.wants_close();
+            let has_body = !matches!(framing, BodyFraming::Empty | BodyFraming::Length(0));
+            let Some(route) = self.router.find(&path).cloned() else {
+                // Go's NotFound; the unread body makes the connection unusable.
+                self.respond(
+                    io,
+                    Response::error(404, "404 page not found"),
+                    close || has_body,
+                )
+                .await?;
+                if close || has_body {
+                    return Ok(());
+                }
+                continue;
+            };
+            let mut dec = BodyDecoder::new(framing, &self.config.limits);
+            let response = match route.body {
+                BodyMode::Buffered(max) => {
+                    if matches!(framing, BodyFraming::Length(n) if n > max) {
+                        self.respond(io, Response::error(413, "Request Entity Too Large"), true)
+                            .await?;
+                        return Ok(());
+                    }
+                    let body = match io.read_body_to_end(&mut dec, max).await {
+                        Ok(b) => b,
+                        Err(HttpError::BodyTooLarge(_)) => {
+                            self.respond(
+                                io,
+                                Response::error(413, "Request Entity Too Large"),
+                                true,
+                            )
+                            .await?;
+                            return Ok(());
+                        }
+                        Err(HttpError::Decode(e)) => {
+                            self.respond(io, Response::error(400, "Bad Request"), true)
+                                .await?;
+                            return Err(e.into());
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let req = Request {
+                        head,
+                        method,
+                        path,
+                        body: RequestBody::Full(body),
+                        remote,
+                    };
+                    route.handler.call(req).await
+                }
+                BodyMode::Streamed => {
+                    let (tx, rx) = mpsc::channel(8);
+                    let req = Request {
+                        head,
+                        method,
+                        path,
+                        body: RequestBody::Stream(rx),
+                        remote,
+                    };
+                    let handler = route.handler.call(req);
+                    let pump = pump_body(io, &mut dec, tx);
+                    let (response, complete) = tokio::join!(handler, pump);
+                    close |= !complete;
+                    response
+                }
+            };
+            let is_stream = matches!(response.body, ResponseBody::Stream(_));
+            self.respond(io, response, close).await?;
+            if close || is_stream {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes `response`; a streaming body is written until it ends.
+    async fn respond<C: Conn>(
+        &self,
+        io: &HttpIo<C>,
+        response: Response,
+        close: bool,
+    ) -> Result<(), HttpError> {
+        let Response {
+            status,
+            headers,
+            body,
+        } = response;
+        let mut out = BytesMut::with_capacity(512);
+        match body {
+            ResponseBody::Empty => {
+                let framing = if status == 204 || status == 304 || status < 200 {
+                    Framing::None
+                } else {
+                    Framing::Length(0)
+                };
+                write_response_head(&mut out, status, &headers, framing, close);
+                io.write(out.freeze()).await
+            }
+            ResponseBody::Full(body) => {
+                write_response_head(
+                    &mut out,
+                    status,
+                    &headers,
+                    Framing::Length(body.len() as u64),
+                    close,
+                );
+                if body.len() >= COPY_LIMIT {
+                    io.write_vectored(vec![out.freeze(), body]).await
+                } else {
+                    out.extend_from_slice(&body);
+                    io.write(out.freeze()).await
+                }
+            }
+            ResponseBody::Stream(mut source) => {
+                write_response_head(&mut out, status, &headers, Framing::Chunked, false);
+                let result = match io.write(out.freeze()).await {
+                    Ok(()) => self.stream(io, source.as_mut()).await,
+                    Err(e) => Err(e),
+                };
+                source.closed(result.as_ref().err().map(|e| e.to_string()).as_deref());
+                result
+            }
+        }
+    }
+
+    /// Writes a streaming body as chunks, one write per batch, until the source ends,
+    /// a write fails, or the client closes the connection.
+    async fn stream<C: Conn>(
+        &self,
+        io: &HttpIo<C>,
+        source: &mut dyn StreamBody,
+    ) -> Result<(), HttpError> {
+        // A read that completes only when the client closes (or sends something, which a
+        // stream dialer never does): it ends the stream at once instead of at the next
+        // failed write.
+        let watcher = io.conn().clone();
+        let client_gone = async move {
+            let (r, _) = watcher.read(BytesMut::with_capacity(64)).await;
+            r
+        };
+        tokio::pin!(client_gone);
+        let mut buf = self.pool.get();
+        let result = loop {
+            let slot = begin_chunk(&mut buf);
+            let polled = tokio::select! {
+                r = poll_fn(|cx| source.poll_batch(cx, &mut buf)) => r,
+                _ = &mut client_gone => break Err(HttpError::Closed("stream")),
+            };
+            match polled {
+                Ok(true) => {
+                    if let Some(start) = end_chunk(slot, &mut buf) {
+                        let mut chunk = buf.split().freeze();
+                        chunk.advance(start);
+                        if let Err(e) = io.write(chunk).await {
+                            break Err(e);
+                        }
+                    }
+                }
+                Ok(false) => {
+                    buf.clear();
+                    break io.write(Bytes::from_static(LAST_CHUNK)).await;
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        // The watcher's read is ended by closing the socket, never abandoned.
+        io.close();
+        self.pool.put(buf);
+        result
+    }
+}
+
+/// Feeds a request body into the handler's channel; returns whether it was read whole.
+async fn pump_body<C: Conn>(
+    io: &mut HttpIo<C>,
+    dec: &mut BodyDecoder,
+    tx: mpsc::Sender<Result<Bytes, String>>,
+) -> bool {
+    loop {
+        match io.next_body_event(dec).await {
+            Ok(BodyEvent::Data(d)) => {
+                if tx.send(Ok(d)).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(BodyEvent::End) => return true,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string())).await;
+                return false;
+            }
+        }
+    }
+}
+
+/// Binds every address in `addrs` and serves them all on the current thread's runtime.
+/// Returns the bound addresses (useful with port 0).
+pub fn listen_all<B: Backend>(
+    server: &Rc<Server>,
+    addrs: &[SocketAddr],
+) -> std::io::Result<Vec<SocketAddr>> {
+    let mut bound = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = B::bind(*addr)?;
+        bound.push(listener.local_addr()?);
+        tokio::task::spawn_local(server.clone().serve::<B>(listener));
+    }
+    Ok(bound)
+}

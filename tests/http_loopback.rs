@@ -1,0 +1,500 @@
+//! HTTP/1.1 server and client over loopback, each test on both I/O drivers.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rafthttp::http::client::{Client, ClientConfig, ClientError, PeerUrl};
+use rafthttp::http::router::{
+    BodyMode, PathPattern, Request, RequestBody, Response, ResponseBody, Router, StreamBody,
+};
+use rafthttp::http::server::{listen_all, Server, ServerConfig};
+use rafthttp::http::write::HeaderValue;
+use rafthttp::io::{block_on, Backend, BufferPool, Conn, IoBackend, IoTask, Listener, Timeouts};
+
+fn on_both<T: IoTask + Clone>(task: T) {
+    block_on(IoBackend::Epoll, task.clone()).unwrap();
+    if rafthttp::io::probe_uring().is_ok() {
+        block_on(IoBackend::Uring, task).unwrap();
+    } else {
+        eprintln!("SKIPPED on io_uring: unavailable here");
+    }
+}
+
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        read: Duration::from_millis(300),
+        write: Duration::from_millis(300),
+        dial: Duration::from_secs(1),
+        idle: Duration::from_millis(300),
+    }
+}
+
+/// A stream body that yields `batches` then ends (or never ends if `None`).
+struct Batches {
+    left: Option<usize>,
+    size: usize,
+    closed: Rc<Cell<Option<bool>>>,
+}
+
+impl StreamBody for Batches {
+    fn poll_batch(
+        &mut self,
+        _cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<std::io::Result<bool>> {
+        match &mut self.left {
+            Some(0) => Poll::Ready(Ok(false)),
+            left => {
+                if let Some(n) = left {
+                    *n -= 1;
+                }
+                buf.extend(std::iter::repeat_n(b'x', self.size));
+                Poll::Ready(Ok(true))
+            }
+        }
+    }
+
+    fn closed(&mut self, error: Option<&str>) {
+        self.closed.set(Some(error.is_some()));
+    }
+}
+
+/// Starts a server with a pipeline-like route, a stream route and a streamed-body route.
+fn start_server<B: Backend>(
+    cfg: ServerConfig,
+    stream_closed: Rc<Cell<Option<bool>>>,
+    endless: bool,
+) -> (Rc<Server>, PeerUrl, Rc<RefCell<Vec<String>>>) {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let seen_pipe = seen.clone();
+    let seen_snap = seen.clone();
+    let router = Router::new()
+        .route(
+            PathPattern::Exact("/raft".into()),
+            BodyMode::Buffered(1 << 20),
+            move |req: Request| {
+                let seen = seen_pipe.clone();
+                async move {
+                    let RequestBody::Full(body) = req.body else {
+                        unreachable!()
+                    };
+                    seen.borrow_mut()
+                        .push(format!("{} {}", req.remote.port(), body.len()));
+                    Response::empty(204)
+                }
+            },
+        )
+        .route(
+            PathPattern::Prefix("/raft/stream/".into()),
+            BodyMode::Buffered(0),
+            move |_req: Request| {
+                let closed = stream_closed.clone();
+                async move {
+                    let body = Batches {
+                        left: if endless { None } else { Some(5) },
+                        size: if endless { 1 << 20 } else { 1000 },
+                        closed,
+                    };
+                    Response {
+                        status: 200,
+                        headers: Default::default(),
+                        body: ResponseBody::Stream(Box::new(body)),
+                    }
+                    .with_header("X-Server-Version", "3.5.0")
+                }
+            },
+        )
+        .route(
+            PathPattern::Exact("/raft/snapshot".into()),
+            BodyMode::Streamed,
+            move |req: Request| {
+                let seen = seen_snap.clone();
+                async move {
+                    let RequestBody::Stream(mut rx) = req.body else {
+                        unreachable!()
+                    };
+                    let mut total = 0;
+                    while let Some(piece) = rx.recv().await {
+                        match piece {
+                            Ok(p) => total += p.len(),
+                            Err(e) => {
+                                seen.borrow_mut().push(format!("snapshot error {e}"));
+                                return Response::error(400, "bad body");
+                            }
+                        }
+                    }
+                    seen.borrow_mut().push(format!("snapshot {total}"));
+                    Response::empty(204)
+                }
+            },
+        );
+    let server = Server::new(router, cfg, Rc::new(BufferPool::new(64 * 1024, 16)));
+    let addr = listen_all::<B>(&server, &["127.0.0.1:0".parse().unwrap()]).unwrap()[0];
+    (server, format!("http://{addr}").parse().unwrap(), seen)
+}
+
+fn client<B: Backend>(timeouts: Timeouts) -> Client<B> {
+    Client::new(
+        ClientConfig {
+            timeouts,
+            ..ClientConfig::default()
+        },
+        Rc::new(BufferPool::new(64 * 1024, 16)),
+    )
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes (or 3 s).
+async fn raw_exchange<B: Backend>(url: &PeerUrl, send: &[u8]) -> (String, Duration) {
+    let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+    let start = Instant::now();
+    let (r, _) = conn.write_all(Bytes::copy_from_slice(send)).await;
+    r.unwrap();
+    let mut got = BytesMut::with_capacity(4096);
+    loop {
+        got.reserve(4096);
+        let read = tokio::time::timeout(Duration::from_secs(3), conn.read(got)).await;
+        let Ok((r, b)) = read else {
+            panic!("server did not close within 3 s")
+        };
+        got = b;
+        match r {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+#[derive(Clone)]
+struct KeepAlive;
+impl IoTask for KeepAlive {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let (server, url, seen) = start_server::<B>(ServerConfig::default(), Rc::default(), false);
+        let c = client::<B>(Timeouts::default());
+        for size in [10usize, 100_000, 0] {
+            let r = c
+                .request(
+                    &url,
+                    "POST",
+                    "/raft",
+                    &[("X-Server-From", HeaderValue::Hex(2))],
+                    Bytes::from(vec![1u8; size]),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 204);
+        }
+        let seen = seen.borrow().clone();
+        let ports: Vec<&str> = seen.iter().map(|s| s.split(' ').next().unwrap()).collect();
+        assert_eq!(seen.len(), 3);
+        assert!(
+            ports.iter().all(|p| *p == ports[0]),
+            "one connection reused: {seen:?}"
+        );
+        assert!(seen[1].ends_with(" 100000"));
+        assert_eq!(server.open_connections(), 1);
+        server.stop();
+    }
+}
+
+#[test]
+fn keep_alive_posts_reuse_one_connection() {
+    on_both(KeepAlive);
+}
+
+#[derive(Clone)]
+struct Streaming;
+impl IoTask for Streaming {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let closed = Rc::new(Cell::new(None));
+        let (server, url, _) = start_server::<B>(ServerConfig::default(), closed.clone(), false);
+        let c = client::<B>(Timeouts::default());
+        let mut s = c
+            .get_stream(&url, "/raft/stream/message/2", &[])
+            .await
+            .unwrap();
+        assert_eq!(s.status, 200);
+        assert_eq!(s.head.header_str("x-server-version"), Some("3.5.0"));
+        assert_eq!(s.head.header_str("transfer-encoding"), Some("chunked"));
+        let mut total = 0;
+        while let Some(piece) = s.next().await.unwrap() {
+            assert!(piece.iter().all(|&b| b == b'x'));
+            total += piece.len();
+        }
+        assert_eq!(total, 5000);
+        assert_eq!(
+            closed.get(),
+            Some(false),
+            "the source heard the stream end cleanly"
+        );
+        server.stop();
+    }
+}
+
+#[test]
+fn a_streaming_response_is_read_incrementally() {
+    on_both(Streaming);
+}
+
+#[derive(Clone)]
+struct StreamedRequestBody;
+impl IoTask for StreamedRequestBody {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let (server, url, seen) = start_server::<B>(ServerConfig::default(), Rc::default(), false);
+        let body = vec![7u8; 3 << 20];
+        let mut req = b"POST /raft/snapshot HTTP/1.1
+Host: x
+Transfer-Encoding: chunked
+
+"
+        .to_vec();
+        for piece in body.chunks(100_000) {
+            req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            req.extend_from_slice(piece);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+        let (r, _) = conn.write_all(Bytes::from(req)).await;
+        r.unwrap();
+        let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
+        r.unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 204 No Content\r\n"), "{got:?}");
+        assert_eq!(
+            seen.borrow().last().unwrap(),
+            &format!("snapshot {}", 3 << 20)
+        );
+        server.stop();
+    }
+}
+
+#[test]
+fn a_streamed_request_body_reaches_the_handler_in_pieces() {
+    on_both(StreamedRequestBody);
+}
+
+#[derive(Clone)]
+struct Adversarial;
+impl IoTask for Adversarial {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let cfg = ServerConfig {
+            timeouts: short_timeouts(),
+            max_head: 1024,
+            ..ServerConfig::default()
+        };
+        let (server, url, seen) = start_server::<B>(cfg, Rc::default(), false);
+
+        // Oversized head: 431, then closed.
+        let big = format!("GET /raft HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(2000));
+        let (resp, _) = raw_exchange::<B>(&url, big.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 431 "), "{resp}");
+
+        // Smuggling pairs: 400, then closed.
+        for req in [
+            "POST /raft HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+            "POST /raft HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        ] {
+            let (resp, _) = raw_exchange::<B>(&url, req.as_bytes()).await;
+            assert!(resp.starts_with("HTTP/1.1 400 "), "{req:?}: {resp}");
+        }
+
+        // A chunk size that overflows, and one that is not hex: 400.
+        for size in ["11111111111111111", "zz"] {
+            let req =
+                format!("POST /raft HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\n");
+            let (resp, _) = raw_exchange::<B>(&url, req.as_bytes()).await;
+            assert!(resp.starts_with("HTTP/1.1 400 "), "{size}: {resp}");
+        }
+
+        // A body over the route's cap: 413.
+        let (resp, _) = raw_exchange::<B>(
+            &url,
+            b"POST /raft HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 413 "), "{resp}");
+
+        // Early EOF inside each body kind: the handler never runs.
+        let before = seen.borrow().len();
+        for req in [
+            &b"POST /raft HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"[..],
+            &b"POST /raft HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"[..],
+        ] {
+            let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+            let (r, _) = conn.write_all(Bytes::copy_from_slice(req)).await;
+            r.unwrap();
+            conn.shutdown().unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            seen.borrow().len(),
+            before,
+            "no handler ran on a truncated body"
+        );
+
+        // Slowloris: one byte every 100 ms never completes a head within the deadline.
+        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+        let start = Instant::now();
+        let mut closed_after = None;
+        for b in b"GET /raft HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+            let (r, _) = conn.write_all(Bytes::copy_from_slice(&[*b])).await;
+            if r.is_err() {
+                closed_after = Some(start.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (r, got) = conn.read(BytesMut::with_capacity(64)).await;
+        assert!(
+            matches!(r, Ok(0) | Err(_)) && got.is_empty(),
+            "a slow head got an answer: {got:?}"
+        );
+        assert!(closed_after.is_none_or(|t| t < Duration::from_secs(3)));
+        assert!(start.elapsed() < Duration::from_secs(8));
+
+        // Connection: close is honoured.
+        let (resp, _) = raw_exchange::<B>(
+            &url,
+            b"POST /raft HTTP/1.1\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+        )
+        .await;
+        assert!(
+            resp.starts_with("HTTP/1.1 204 ") && resp.contains("Connection: close\r\n"),
+            "{resp}"
+        );
+
+        // Unknown path: Go's 404 text.
+        let (resp, _) =
+            raw_exchange::<B>(&url, b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(
+            resp.starts_with("HTTP/1.1 404 ") && resp.ends_with("404 page not found\n"),
+            "{resp}"
+        );
+        server.stop();
+    }
+}
+
+#[test]
+fn adversarial_requests_get_clear_answers_and_cannot_hold_a_connection() {
+    on_both(Adversarial);
+}
+
+#[derive(Clone)]
+struct ClientSideErrors;
+impl IoTask for ClientSideErrors {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        // A raw server: answers each connection with a canned response, then closes.
+        let listener = B::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url: PeerUrl = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let answers: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil close body",
+        ];
+        tokio::task::spawn_local(async move {
+            for answer in answers {
+                let (conn, _) = listener.accept().await.unwrap();
+                let (r, _) = conn.read(BytesMut::with_capacity(4096)).await;
+                r.unwrap();
+                let (r, _) = conn.write_all(Bytes::from_static(answer)).await;
+                r.unwrap();
+                conn.shutdown().unwrap();
+            }
+        });
+        let c = client::<B>(short_timeouts());
+        for _ in 0..2 {
+            let e = c
+                .request(&url, "POST", "/raft", &[], Bytes::from_static(b"x"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ClientError::Http(_)), "{e}");
+        }
+        let r = c
+            .request(&url, "POST", "/raft", &[], Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(&r.body[..], b"until close body");
+
+        // Nothing listens here: a dial error, not a hang.
+        let dead: PeerUrl = "http://127.0.0.1:1".parse().unwrap();
+        assert!(matches!(
+            c.request(&dead, "GET", "/", &[], Bytes::new()).await,
+            Err(ClientError::Dial { .. })
+        ));
+    }
+}
+
+#[test]
+fn client_reports_early_eof_in_each_body_kind() {
+    on_both(ClientSideErrors);
+}
+
+#[derive(Clone)]
+struct Deadlines;
+impl IoTask for Deadlines {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        // A stream whose client never reads: the server's writes stall, and the write
+        // deadline closes the connection.
+        let closed = Rc::new(Cell::new(None));
+        let cfg = ServerConfig {
+            timeouts: short_timeouts(),
+            ..ServerConfig::default()
+        };
+        let (server, url, _) = start_server::<B>(cfg, closed.clone(), true);
+        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+        let (r, _) = conn
+            .write_all(Bytes::from_static(
+                b"GET /raft/stream/message/2 HTTP/1.1\r\n\r\n",
+            ))
+            .await;
+        r.unwrap();
+        let start = Instant::now();
+        while closed.get().is_none() && start.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            closed.get(),
+            Some(true),
+            "the stalled stream ended with an error"
+        );
+        drop(conn);
+
+        // stop() ends a live stream at once.
+        let closed = Rc::new(Cell::new(None));
+        let (server2, url2, _) = start_server::<B>(ServerConfig::default(), closed.clone(), true);
+        let c = client::<B>(Timeouts::default());
+        let mut s = c
+            .get_stream(&url2, "/raft/stream/msgapp/2", &[])
+            .await
+            .unwrap();
+        assert!(s.next().await.unwrap().is_some());
+        server2.stop();
+        let end = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match s.next().await {
+                    Ok(Some(_)) => continue,
+                    other => return other.map(|_| ()),
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the stream did not end after stop()");
+        server.stop();
+    }
+}
+
+#[test]
+fn write_deadline_and_stop_end_streams() {
+    on_both(Deadlines);
+}
