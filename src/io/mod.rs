@@ -96,8 +96,13 @@ pub fn probe_uring() -> std::io::Result<()> {
 
 /// The mode after applying `RAFTHTTP_IO`, if set.
 pub fn mode_from_env(configured: IoMode) -> Result<IoMode, IoError> {
-    match std::env::var("RAFTHTTP_IO") {
-        Ok(v) if !v.is_empty() => v.parse().map_err(IoError::BadEnv),
+    mode_with_override(configured, std::env::var("RAFTHTTP_IO").ok().as_deref())
+}
+
+/// `configured`, unless `env` (the value of `RAFTHTTP_IO`) says otherwise.
+fn mode_with_override(configured: IoMode, env: Option<&str>) -> Result<IoMode, IoError> {
+    match env {
+        Some(v) if !v.is_empty() => v.parse().map_err(IoError::BadEnv),
         _ => Ok(configured),
     }
 }
@@ -155,6 +160,43 @@ pub fn block_on<T: IoTask>(backend: IoBackend, task: T) -> Result<T::Output, IoE
                 .map_err(|e| IoError::Runtime(backend, e))?;
             let local = tokio::task::LocalSet::new();
             Ok(local.block_on(&rt, task.run::<Epoll>()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_overrides_the_configured_mode() {
+        assert_eq!(
+            mode_with_override(IoMode::Uring, Some("epoll")).unwrap(),
+            IoMode::Epoll
+        );
+        assert_eq!(
+            mode_with_override(IoMode::Epoll, Some(" URING ")).unwrap(),
+            IoMode::Uring
+        );
+        assert_eq!(
+            mode_with_override(IoMode::Epoll, Some("")).unwrap(),
+            IoMode::Epoll
+        );
+        assert_eq!(
+            mode_with_override(IoMode::Auto, None).unwrap(),
+            IoMode::Auto
+        );
+        let e = mode_with_override(IoMode::Auto, Some("kqueue")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"RAFTHTTP_IO: unknown I/O backend "kqueue" (auto, uring or epoll)"#
+        );
+    }
+
+    #[test]
+    fn epoll_is_chosen_without_probing() {
+        if std::env::var_os("RAFTHTTP_IO").is_none() {
+            assert_eq!(choose_backend(IoMode::Epoll).unwrap(), IoBackend::Epoll);
         }
     }
 }
