@@ -11,12 +11,14 @@ mod conn;
 pub mod deadline;
 mod epoll;
 pub mod pool;
+pub mod thread;
 mod uring;
 
 pub use conn::{Backend, Conn, Listener};
 pub use deadline::{Deadline, Timeouts};
 pub use epoll::{Epoll, EpollConn, EpollListener};
 pub use pool::{BufferPool, PoolStats};
+pub use thread::IoThread;
 pub use uring::{Uring, UringConn, UringListener};
 
 use std::fmt;
