@@ -14,12 +14,32 @@ struct StartServer;
 impl IoTask for StartServer {
     type Output = (SocketAddr, IoBackend);
     async fn run<B: Backend>(self) -> (SocketAddr, IoBackend) {
-        let router = Router::new().route(PathPattern::Exact("/raft".into()), BodyMode::Buffered(1024), |req: Request| async move {
-            let RequestBody::Full(body) = req.body else { unreachable!() };
-            Response::error(200, &format!("{} bytes on {}", body.len(), std::thread::current().name().unwrap_or("?")))
-        });
-        let server = Server::new(router, ServerConfig::default(), Rc::new(BufferPool::new(16 * 1024, 4)));
-        (listen_all::<B>(&server, &["127.0.0.1:0".parse().unwrap()]).unwrap()[0], B::KIND)
+        let router = Router::new().route(
+            PathPattern::Exact("/raft".into()),
+            BodyMode::Buffered(1024),
+            |req: Request| async move {
+                let RequestBody::Full(body) = req.body else {
+                    unreachable!()
+                };
+                Response::error(
+                    200,
+                    &format!(
+                        "{} bytes on {}",
+                        body.len(),
+                        std::thread::current().name().unwrap_or("?")
+                    ),
+                )
+            },
+        );
+        let server = Server::new(
+            router,
+            ServerConfig::default(),
+            Rc::new(BufferPool::new(16 * 1024, 4)),
+        );
+        (
+            listen_all::<B>(&server, &["127.0.0.1:0".parse().unwrap()]).unwrap()[0],
+            B::KIND,
+        )
     }
 }
 
@@ -27,8 +47,20 @@ struct Post(SocketAddr);
 impl IoTask for Post {
     type Output = (u16, String);
     async fn run<B: Backend>(self) -> (u16, String) {
-        let c: Client<B> = Client::new(ClientConfig::default(), Rc::new(BufferPool::new(16 * 1024, 4)));
-        let r = c.request(&format!("http://{}", self.0).parse().unwrap(), "POST", "/raft", &[], Bytes::from_static(b"abc")).await.unwrap();
+        let c: Client<B> = Client::new(
+            ClientConfig::default(),
+            Rc::new(BufferPool::new(16 * 1024, 4)),
+        );
+        let r = c
+            .request(
+                &format!("http://{}", self.0).parse().unwrap(),
+                "POST",
+                "/raft",
+                &[],
+                Bytes::from_static(b"abc"),
+            )
+            .await
+            .unwrap();
         (r.status, String::from_utf8(r.body.to_vec()).unwrap())
     }
 }
@@ -45,7 +77,10 @@ fn work_is_queued_to_io_threads_on_each_backend() {
         let (addr, kind) = server.call(StartServer).unwrap();
         assert_eq!((kind, server.backend()), (backend, backend));
         for _ in 0..3 {
-            assert_eq!(client.call(Post(addr)).unwrap(), (200, "3 bytes on rafthttp-io-server\n".to_string()));
+            assert_eq!(
+                client.call(Post(addr)).unwrap(),
+                (200, "3 bytes on rafthttp-io-server\n".to_string())
+            );
         }
         server.stop();
         client.stop();

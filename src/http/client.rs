@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::body::{BodyDecoder, BodyEvent};
 use super::head::{BodyFraming, Head, StartLine, DEFAULT_MAX_HEAD};
@@ -207,21 +207,16 @@ impl<B: Backend> Client<B> {
         headers: &[(&'static str, HeaderValue)],
         body: Bytes,
     ) -> Result<ClientResponse, ClientError> {
-        let mut out = BytesMut::with_capacity(512 + body.len().min(16 * 1024));
-        let framing = if method == "GET" && body.is_empty() {
-            Framing::None
-        } else {
-            Framing::Length(body.len() as u64)
-        };
-        write_request_head(&mut out, method, path, &url.authority, headers, framing);
-        let head = out.freeze();
         let reused = self
             .idle
             .borrow_mut()
             .get_mut(&url.authority)
             .and_then(Vec::pop);
         if let Some(io) = reused {
-            match self.exchange(io, url, head.clone(), body.clone()).await {
+            match self
+                .exchange(io, url, method, path, headers, body.clone())
+                .await
+            {
                 Ok(r) => return Ok(r),
                 // A stale keep-alive connection fails before any response byte: retry.
                 Err(ClientError::Http(HttpError::Io(_) | HttpError::Closed(_))) => {}
@@ -229,27 +224,25 @@ impl<B: Backend> Client<B> {
             }
         }
         let io = self.dial(url).await?;
-        self.exchange(io, url, head, body).await
+        self.exchange(io, url, method, path, headers, body).await
     }
 
     async fn exchange(
         &self,
         mut io: HttpIo<B::Conn>,
         url: &PeerUrl,
-        head: Bytes,
+        method: &str,
+        path: &str,
+        headers: &[(&'static str, HeaderValue)],
         body: Bytes,
     ) -> Result<ClientResponse, ClientError> {
-        let written = if body.len() >= 16 * 1024 {
-            io.write_vectored(vec![head, body]).await
-        } else if body.is_empty() {
-            io.write(head).await
+        let framing = if method == "GET" && body.is_empty() {
+            Framing::None
         } else {
-            let mut joined = BytesMut::with_capacity(head.len() + body.len());
-            joined.extend_from_slice(&head);
-            joined.extend_from_slice(&body);
-            io.write(joined.freeze()).await
+            Framing::Length(body.len() as u64)
         };
-        written?;
+        write_request_head(io.out(), method, path, &url.authority, headers, framing);
+        io.flush((!body.is_empty()).then_some(body)).await?;
         let timeouts = io.timeouts();
         let head = io
             .read_head(HeadKind::Response, timeouts.read)
@@ -286,16 +279,15 @@ impl<B: Backend> Client<B> {
         headers: &[(&'static str, HeaderValue)],
     ) -> Result<StreamResponse<B>, ClientError> {
         let mut io = self.dial(url).await?;
-        let mut out = BytesMut::with_capacity(512);
         write_request_head(
-            &mut out,
+            io.out(),
             "GET",
             path,
             &url.authority,
             headers,
             Framing::None,
         );
-        io.write(out.freeze()).await?;
+        io.flush(None).await?;
         let timeouts = io.timeouts();
         let head = io
             .read_head(HeadKind::Response, timeouts.read)

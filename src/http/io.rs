@@ -55,6 +55,9 @@ pub struct HttpIo<C: Conn> {
     rbuf: BytesMut,
     /// Bytes read but not yet consumed, frozen so decoders can slice them.
     pending: Bytes,
+    /// Heads (and small bodies) are written here; its memory is reused once the last
+    /// write from it has completed, so writing a head allocates nothing.
+    wbuf: BytesMut,
     read_size: usize,
     timeouts: Timeouts,
     limits: Limits,
@@ -79,6 +82,7 @@ impl<C: Conn> HttpIo<C> {
             deadline,
             rbuf: pool.get(),
             pending: Bytes::new(),
+            wbuf: BytesMut::with_capacity(4096),
             read_size: pool.buffer_size(),
             timeouts,
             limits,
@@ -221,6 +225,33 @@ impl<C: Conn> HttpIo<C> {
             }
         }
         Ok(first.unwrap_or_else(|| joined.freeze()))
+    }
+
+    /// The write buffer, empty, for the next message's head (and small body).
+    pub fn out(&mut self) -> &mut BytesMut {
+        self.wbuf.clear();
+        self.wbuf.reserve(4096);
+        &mut self.wbuf
+    }
+
+    /// Writes what [`out`](Self::out) holds, then `payload` if any: as one write, or
+    /// vectored when `payload` is large enough that copying it would cost more.
+    pub async fn flush(&mut self, payload: Option<Bytes>) -> Result<(), HttpError> {
+        match payload {
+            Some(p) if p.len() >= super::server::COPY_LIMIT => {
+                let head = self.wbuf.split().freeze();
+                self.write_vectored(vec![head, p]).await
+            }
+            Some(p) => {
+                self.wbuf.extend_from_slice(&p);
+                let all = self.wbuf.split().freeze();
+                self.write(all).await
+            }
+            None => {
+                let head = self.wbuf.split().freeze();
+                self.write(head).await
+            }
+        }
     }
 
     /// Writes `buf` within the write timeout.

@@ -47,7 +47,7 @@ impl Default for ServerConfig {
 
 /// Payloads at least this large are written from their own buffer (vectored), not
 /// copied behind the head.
-const COPY_LIMIT: usize = 16 * 1024;
+pub(crate) const COPY_LIMIT: usize = 16 * 1024;
 
 /// An HTTP server for one I/O thread.
 pub struct Server {
@@ -247,7 +247,7 @@ impl Server {
     /// Writes `response`; a streaming body is written until it ends.
     async fn respond<C: Conn>(
         &self,
-        io: &HttpIo<C>,
+        io: &mut HttpIo<C>,
         response: Response,
         close: bool,
     ) -> Result<(), HttpError> {
@@ -256,7 +256,6 @@ impl Server {
             headers,
             body,
         } = response;
-        let mut out = BytesMut::with_capacity(512);
         match body {
             ResponseBody::Empty => {
                 let framing = if status == 204 || status == 304 || status < 200 {
@@ -264,27 +263,17 @@ impl Server {
                 } else {
                     Framing::Length(0)
                 };
-                write_response_head(&mut out, status, &headers, framing, close);
-                io.write(out.freeze()).await
+                write_response_head(io.out(), status, &headers, framing, close);
+                io.flush(None).await
             }
             ResponseBody::Full(body) => {
-                write_response_head(
-                    &mut out,
-                    status,
-                    &headers,
-                    Framing::Length(body.len() as u64),
-                    close,
-                );
-                if body.len() >= COPY_LIMIT {
-                    io.write_vectored(vec![out.freeze(), body]).await
-                } else {
-                    out.extend_from_slice(&body);
-                    io.write(out.freeze()).await
-                }
+                let framing = Framing::Length(body.len() as u64);
+                write_response_head(io.out(), status, &headers, framing, close);
+                io.flush(Some(body)).await
             }
             ResponseBody::Stream(mut source) => {
-                write_response_head(&mut out, status, &headers, Framing::Chunked, false);
-                let result = match io.write(out.freeze()).await {
+                write_response_head(io.out(), status, &headers, Framing::Chunked, false);
+                let result = match io.flush(None).await {
                     Ok(()) => self.stream(io, source.as_mut()).await,
                     Err(e) => Err(e),
                 };

@@ -46,7 +46,10 @@ impl IoThread {
         let join = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                struct Loop(mpsc::Receiver<Command>, std_mpsc::Sender<Result<(), IoError>>);
+                struct Loop(
+                    mpsc::Receiver<Command>,
+                    std_mpsc::Sender<Result<(), IoError>>,
+                );
                 impl IoTask for Loop {
                     type Output = ();
                     async fn run<B: Backend>(self) {
@@ -66,10 +69,19 @@ impl IoThread {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(IoError::Runtime(backend, std::io::Error::other("I/O thread died at start"))),
+            Err(_) => {
+                return Err(IoError::Runtime(
+                    backend,
+                    std::io::Error::other("I/O thread died at start"),
+                ))
+            }
         }
         tracing::info!(io = backend.name(), thread = name, "I/O thread started");
-        Ok(IoThread { backend, commands, join: Some(join) })
+        Ok(IoThread {
+            backend,
+            commands,
+            join: Some(join),
+        })
     }
 
     /// The driver this thread runs.
