@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rafthttp::http::batch::Batch;
 use rafthttp::http::chunked::{write_chunk, ChunkedDecoder, ChunkedEvent, LAST_CHUNK};
 use rafthttp::http::client::{Client, ClientConfig, PeerUrl};
 use rafthttp::http::router::{
@@ -100,12 +101,12 @@ impl StreamBody for Payload {
     fn poll_batch(
         &mut self,
         _cx: &mut Context<'_>,
-        buf: &mut BytesMut,
+        batch: &mut Batch,
     ) -> Poll<std::io::Result<bool>> {
         if self.left == 0 {
             return Poll::Ready(Ok(false));
         }
-        buf.extend_from_slice(&self.src);
+        batch.put_payload(&self.src);
         self.left -= CHUNK;
         Poll::Ready(Ok(true))
     }

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rafthttp::http::batch::Batch;
 use rafthttp::http::client::{Client, ClientConfig, ClientError, PeerUrl};
 use rafthttp::http::router::{
     BodyMode, PathPattern, Request, RequestBody, Response, ResponseBody, Router, StreamBody,
@@ -43,7 +44,7 @@ impl StreamBody for Batches {
     fn poll_batch(
         &mut self,
         _cx: &mut Context<'_>,
-        buf: &mut BytesMut,
+        batch: &mut Batch,
     ) -> Poll<std::io::Result<bool>> {
         match &mut self.left {
             Some(0) => Poll::Ready(Ok(false)),
@@ -51,7 +52,7 @@ impl StreamBody for Batches {
                 if let Some(n) = left {
                     *n -= 1;
                 }
-                buf.extend(std::iter::repeat_n(b'x', self.size));
+                batch.buf().extend(std::iter::repeat_n(b'x', self.size));
                 Poll::Ready(Ok(true))
             }
         }
@@ -497,4 +498,133 @@ impl IoTask for Deadlines {
 #[test]
 fn write_deadline_and_stop_end_streams() {
     on_both(Deadlines);
+}
+
+/// Framing plus a large payload per batch: the payload is written from its own buffer
+/// (vectored), and the chunk counts it.
+struct Mixed {
+    left: usize,
+    payload: Bytes,
+}
+
+impl StreamBody for Mixed {
+    fn poll_batch(
+        &mut self,
+        _cx: &mut Context<'_>,
+        batch: &mut Batch,
+    ) -> Poll<std::io::Result<bool>> {
+        if self.left == 0 {
+            return Poll::Ready(Ok(false));
+        }
+        self.left -= 1;
+        batch.buf().extend_from_slice(b"<head>");
+        batch.put_payload(&self.payload);
+        batch.buf().extend_from_slice(b"<tail>");
+        batch.put_payload(&Bytes::from_static(b"small"));
+        Poll::Ready(Ok(true))
+    }
+}
+
+#[derive(Clone)]
+struct LargePayloads;
+impl IoTask for LargePayloads {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let payload: Bytes = (0..100_000u32)
+            .map(|i| (i % 241) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let p2 = payload.clone();
+        let router = Router::new().route(
+            PathPattern::Prefix("/raft/stream/".into()),
+            BodyMode::Buffered(0),
+            move |_r: Request| {
+                let payload = p2.clone();
+                async move {
+                    Response {
+                        status: 200,
+                        headers: Default::default(),
+                        body: ResponseBody::Stream(Box::new(Mixed { left: 3, payload })),
+                    }
+                }
+            },
+        );
+        let server = Server::new(
+            router,
+            ServerConfig::default(),
+            Rc::new(BufferPool::new(64 * 1024, 4)),
+        );
+        let addr = listen_all::<B>(&server, &["127.0.0.1:0".parse().unwrap()]).unwrap()[0];
+        let c = client::<B>(Timeouts::default());
+        let s = c
+            .get_stream(
+                &format!("http://{addr}").parse().unwrap(),
+                "/raft/stream/msgapp/1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let body = s.read_to_end(10 << 20).await.unwrap();
+        let mut want = Vec::new();
+        for _ in 0..3 {
+            want.extend_from_slice(b"<head>");
+            want.extend_from_slice(&payload);
+            want.extend_from_slice(b"<tail>small");
+        }
+        assert_eq!(body.len(), want.len());
+        assert!(body == want, "bytes differ");
+        server.stop();
+    }
+}
+
+#[test]
+fn large_stream_payloads_are_written_by_reference_and_arrive_intact() {
+    on_both(LargePayloads);
+}
+
+#[derive(Clone)]
+struct SeveralListeners;
+impl IoTask for SeveralListeners {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let router = Router::new().route(
+            PathPattern::Exact("/raft/probing".into()),
+            BodyMode::Buffered(0),
+            |_r: Request| async { Response::error(200, "ok") },
+        );
+        let server = Server::new(
+            router,
+            ServerConfig::default(),
+            Rc::new(BufferPool::new(16 * 1024, 4)),
+        );
+        let addrs = listen_all::<B>(
+            &server,
+            &[
+                "127.0.0.1:0".parse().unwrap(),
+                "127.0.0.2:0".parse().unwrap(),
+            ],
+        )
+        .unwrap();
+        let c = client::<B>(Timeouts::default());
+        for addr in &addrs {
+            let r = c
+                .request(
+                    &format!("http://{addr}").parse().unwrap(),
+                    "GET",
+                    "/raft/probing",
+                    &[],
+                    Bytes::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!((r.status, &r.body[..]), (200, &b"ok\n"[..]));
+        }
+        assert_ne!(addrs[0].ip(), addrs[1].ip());
+        server.stop();
+    }
+}
+
+#[test]
+fn one_server_listens_on_several_addresses() {
+    on_both(SeveralListeners);
 }

@@ -61,12 +61,13 @@ pub fn begin_chunk(dst: &mut BytesMut) -> ChunkSlot {
 }
 
 /// Finishes the chunk: writes its header right-aligned in the reserved room and appends
-/// the closing CRLF. Returns the offset in `dst` where the chunk's bytes begin (the
-/// unused room before it must not be sent), or `None` if the payload was empty, in which
-/// case the room is removed again.
-pub fn end_chunk(slot: ChunkSlot, dst: &mut BytesMut) -> Option<usize> {
+/// the closing CRLF. `referenced` counts payload bytes that belong to the chunk but are
+/// written from their own buffers (see `http::batch`). Returns the offset in `dst` where
+/// the chunk's bytes begin (the unused room before it must not be sent), or `None` if
+/// the chunk was empty, in which case the room is removed again.
+pub fn end_chunk(slot: ChunkSlot, dst: &mut BytesMut, referenced: usize) -> Option<usize> {
     let payload_start = slot.start + CHUNK_HEADER_ROOM;
-    let len = dst.len() - payload_start;
+    let len = dst.len() - payload_start + referenced;
     if len == 0 {
         dst.truncate(slot.start);
         return None;
@@ -412,7 +413,7 @@ mod tests {
         let mut buf = BytesMut::new();
         let slot = begin_chunk(&mut buf);
         buf.extend_from_slice(&[7u8; 300]);
-        let start = end_chunk(slot, &mut buf).unwrap();
+        let start = end_chunk(slot, &mut buf, 0).unwrap();
         assert_eq!(&buf[start..start + 5], b"12c\r\n");
         let mut wire = buf.split_off(start);
         write_chunk(b"tail", &mut wire);
@@ -423,7 +424,7 @@ mod tests {
         assert_eq!(body.len(), 304);
         let mut empty = BytesMut::new();
         let slot = begin_chunk(&mut empty);
-        assert_eq!(end_chunk(slot, &mut empty), None);
+        assert_eq!(end_chunk(slot, &mut empty, 0), None);
         assert!(empty.is_empty());
     }
 }

@@ -238,7 +238,7 @@ impl<C: Conn> HttpIo<C> {
     /// vectored when `payload` is large enough that copying it would cost more.
     pub async fn flush(&mut self, payload: Option<Bytes>) -> Result<(), HttpError> {
         match payload {
-            Some(p) if p.len() >= super::server::COPY_LIMIT => {
+            Some(p) if p.len() >= super::batch::COPY_LIMIT => {
                 let head = self.wbuf.split().freeze();
                 self.write_vectored(vec![head, p]).await
             }

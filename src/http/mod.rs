@@ -1,6 +1,7 @@
 //! HTTP/1.1 framing for rafthttp, sans-IO: the chunked transfer coding that every stream
 //! and snapshot body uses, and message heads.
 
+pub mod batch;
 pub mod body;
 pub mod chunked;
 pub mod client;

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
+use super::batch::Batch;
 use super::head::Head;
 use super::write::Headers;
 
@@ -39,13 +40,14 @@ pub enum RequestBody {
 /// A source for a response body that stays open and is written as data are produced
 /// (a rafthttp stream). Poll-based so that no future is boxed per batch.
 pub trait StreamBody {
-    /// Appends the next batch of body bytes to `buf`. `Ready(Ok(true))`: write what was
-    /// appended (as one chunk) and poll again. `Ready(Ok(false))`: the body is over; the
+    /// Appends the next batch of body bytes to `batch` (framing into its buffer, large
+    /// payloads by reference). `Ready(Ok(true))`: write what was appended, as one chunk
+    /// and one (vectored) write, and poll again. `Ready(Ok(false))`: the body is over; the
     /// last chunk is written. `Ready(Err)`: drop the connection.
     fn poll_batch(
         &mut self,
         cx: &mut Context<'_>,
-        buf: &mut BytesMut,
+        batch: &mut Batch,
     ) -> Poll<std::io::Result<bool>>;
 
     /// Called once when the connection ends, for whatever reason (the client went away,

@@ -9,9 +9,10 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
 
+use super::batch::Batch;
 use super::body::{BodyDecoder, BodyEvent};
 use super::chunked::{begin_chunk, end_chunk, LAST_CHUNK};
 use super::head::{BodyFraming, StartLine};
@@ -44,10 +45,6 @@ impl Default for ServerConfig {
         }
     }
 }
-
-/// Payloads at least this large are written from their own buffer (vectored), not
-/// copied behind the head.
-pub(crate) const COPY_LIMIT: usize = 16 * 1024;
 
 /// An HTTP server for one I/O thread.
 pub struct Server {
@@ -299,33 +296,37 @@ impl Server {
             r
         };
         tokio::pin!(client_gone);
-        let mut buf = self.pool.get();
+        let mut batch = Batch::with_capacity(self.pool.buffer_size());
+        let mut pieces: Vec<Bytes> = Vec::new();
         let result = loop {
-            let slot = begin_chunk(&mut buf);
+            let slot = begin_chunk(batch.buf());
             let polled = tokio::select! {
-                r = poll_fn(|cx| source.poll_batch(cx, &mut buf)) => r,
+                r = poll_fn(|cx| source.poll_batch(cx, &mut batch)) => r,
                 _ = &mut client_gone => break Err(HttpError::Closed("stream")),
             };
             match polled {
                 Ok(true) => {
-                    if let Some(start) = end_chunk(slot, &mut buf) {
-                        let mut chunk = buf.split().freeze();
-                        chunk.advance(start);
-                        if let Err(e) = io.write(chunk).await {
-                            break Err(e);
-                        }
+                    let referenced = batch.referenced_len();
+                    let Some(start) = end_chunk(slot, batch.buf(), referenced) else {
+                        continue;
+                    };
+                    batch.take_from(start, &mut pieces);
+                    let written = if pieces.len() == 1 {
+                        io.write(pieces.pop().unwrap_or_default()).await
+                    } else {
+                        io.write_vectored(std::mem::take(&mut pieces)).await
+                    };
+                    pieces.clear();
+                    if let Err(e) = written {
+                        break Err(e);
                     }
                 }
-                Ok(false) => {
-                    buf.clear();
-                    break io.write(Bytes::from_static(LAST_CHUNK)).await;
-                }
+                Ok(false) => break io.write(Bytes::from_static(LAST_CHUNK)).await,
                 Err(e) => break Err(e.into()),
             }
         };
         // The watcher's read is ended by closing the socket, never abandoned.
         io.close();
-        self.pool.put(buf);
         result
     }
 }

@@ -1,0 +1,107 @@
+//! A batch of bytes to write as one vectored write: framing and small payloads copied
+//! into one buffer, large payloads (≥ 16 KiB) kept as their own `Bytes` and written from
+//! there, with no user-space copy.
+
+use bytes::{Bytes, BytesMut};
+
+/// Payloads at least this large are not copied into the batch buffer.
+pub const COPY_LIMIT: usize = 16 * 1024;
+
+/// Bytes to write together; see the module docs.
+#[derive(Debug, Default)]
+pub struct Batch {
+    buf: BytesMut,
+    /// Large payloads and the offset in `buf` they stand at. Reused: its capacity is kept.
+    segments: Vec<(usize, Bytes)>,
+    segment_bytes: usize,
+}
+
+impl Batch {
+    /// An empty batch whose buffer has `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Batch {
+            buf: BytesMut::with_capacity(capacity),
+            segments: Vec::new(),
+            segment_bytes: 0,
+        }
+    }
+
+    /// The buffer framing bytes are appended to.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Appends a payload: copied if small, referenced if large.
+    pub fn put_payload(&mut self, data: &Bytes) {
+        if data.len() >= COPY_LIMIT {
+            self.segment_bytes += data.len();
+            self.segments.push((self.buf.len(), data.clone()));
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Bytes in the batch, referenced payloads included.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.segment_bytes
+    }
+
+    /// Whether nothing has been added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held by reference (not copied).
+    pub fn referenced_len(&self) -> usize {
+        self.segment_bytes
+    }
+
+    /// Takes the batch's contents from `start` (of the buffer) on, in write order: one
+    /// piece if nothing is referenced, else buffer pieces interleaved with the payloads.
+    /// The batch is left empty with its memory ready for reuse.
+    pub fn take_from(&mut self, start: usize, out: &mut Vec<Bytes>) {
+        let mut frozen = self.buf.split().freeze();
+        let mut consumed = 0;
+        for (at, payload) in self.segments.drain(..) {
+            let piece = frozen.split_to(at - consumed);
+            consumed = at;
+            if !piece.is_empty() {
+                out.push(piece);
+            }
+            out.push(payload);
+        }
+        if !frozen.is_empty() {
+            out.push(frozen);
+        }
+        self.segment_bytes = 0;
+        if let Some(first) = out.first_mut() {
+            bytes::Buf::advance(first, start.min(first.len()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_payloads_are_referenced_in_place_and_order_is_kept() {
+        let big = Bytes::from(vec![7u8; COPY_LIMIT]);
+        let mut b = Batch::with_capacity(1024);
+        b.buf().extend_from_slice(b"....hdr1");
+        b.put_payload(&big);
+        b.buf().extend_from_slice(b"hdr2");
+        b.put_payload(&Bytes::from_static(b"small"));
+        b.put_payload(&big);
+        assert_eq!(b.len(), 8 + 4 + 5 + 2 * COPY_LIMIT);
+        assert_eq!(b.referenced_len(), 2 * COPY_LIMIT);
+        let mut out = Vec::new();
+        b.take_from(4, &mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(&out[0][..], b"hdr1");
+        assert_eq!(out[1].as_ptr(), big.as_ptr(), "not copied");
+        assert_eq!(&out[2][..], b"hdr2small");
+        assert_eq!(out[3].as_ptr(), big.as_ptr());
+        assert!(b.is_empty());
+    }
+}
