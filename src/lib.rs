@@ -14,6 +14,7 @@ pub mod io;
 pub mod json;
 pub mod limits;
 pub mod raftpb;
+pub mod version;
 pub mod workload;
 
 pub use error::{DecodeError, DecodeErrorKind};
