@@ -14,6 +14,7 @@ pub mod io;
 pub mod json;
 pub mod limits;
 pub mod raftpb;
+pub mod transport;
 pub mod version;
 pub mod workload;
 
