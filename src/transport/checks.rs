@@ -85,7 +85,7 @@ fn dir_and_base(path: &str) -> (&str, &str) {
 }
 
 /// Version and cluster checks shared by every handler; `Err` is the 412 to send.
-fn check_versions_and_cluster(local: &Local, head: &Head, base: Response) -> Result<(), Response> {
+fn check_versions_and_cluster(local: &Local, head: &Head, base: Response) -> Result<(), Rejection> {
     let from = head.header_str("x-server-from").unwrap_or_default();
     let remote_server = head.header_str("x-server-version");
     let remote_min = head.header_str("x-min-cluster-version");
@@ -103,10 +103,10 @@ fn check_versions_and_cluster(local: &Local, head: &Head, base: Response) -> Res
             error = %error,
             "failed to check version compatibility"
         );
-        return Err(with_headers(
+        return Err(reject(with_headers(
             Response::error(412, "incompatible version"),
             base,
-        ));
+        )));
     }
     let gcid = head.header_str("x-etcd-cluster-id").unwrap_or_default();
     if gcid != &*local.cluster_text {
@@ -117,12 +117,19 @@ fn check_versions_and_cluster(local: &Local, head: &Head, base: Response) -> Res
             remote_peer_cluster_id = gcid,
             "request cluster ID mismatch"
         );
-        return Err(with_headers(
+        return Err(reject(with_headers(
             Response::error(412, "cluster ID mismatch"),
             base,
-        ));
+        )));
     }
     Ok(())
+}
+
+/// A refused request: the response to send (boxed, as it is large and rare).
+pub type Rejection = Box<Response>;
+
+fn reject(r: Response) -> Rejection {
+    Box::new(r)
 }
 
 /// Adds `base`'s headers (set before the checks, as etcd does) in front of `r`'s.
@@ -154,9 +161,11 @@ pub fn check_stream(
     is_removed: impl Fn(u64) -> bool,
     mut add_remote: impl FnMut(u64, &str),
     known: impl Fn(u64) -> bool,
-) -> Result<StreamAccepted, Response> {
+) -> Result<StreamAccepted, Rejection> {
     if method != "GET" {
-        return Err(Response::error(405, "Method Not Allowed").with_header("Allow", "GET"));
+        return Err(reject(
+            Response::error(405, "Method Not Allowed").with_header("Allow", "GET"),
+        ));
     }
     check_versions_and_cluster(local, head, stream_base(local))?;
     let base = || stream_base(local);
@@ -167,44 +176,53 @@ pub fn check_stream(
         "/raft/stream" if local.profile == Profile::Etcd21 => StreamType::MsgAppV1,
         _ => {
             tracing::debug!(local_member_id = %format_args!("{:x}", local.id), path, "ignored unexpected streaming request path");
-            return Err(with_headers(Response::error(404, "invalid path"), base()));
+            return Err(reject(with_headers(
+                Response::error(404, "invalid path"),
+                base(),
+            )));
         }
     };
     let Some(from) = id_from_hex_strict(base_name) else {
         tracing::warn!(local_member_id = %format_args!("{:x}", local.id), path = base_name, "failed to parse path into ID");
-        return Err(with_headers(Response::error(404, "invalid from"), base()));
+        return Err(reject(with_headers(
+            Response::error(404, "invalid from"),
+            base(),
+        )));
     };
     if is_removed(from) {
         tracing::warn!(local_member_id = %format_args!("{:x}", local.id), remote_peer_id = %format_args!("{from:x}"), "rejected stream from remote peer because it was removed");
-        return Err(with_headers(Response::error(410, "removed member"), base()));
+        return Err(reject(with_headers(
+            Response::error(410, "removed member"),
+            base(),
+        )));
     }
     if let Some(urls) = head.header_str("x-peerurls") {
         add_remote(from, urls);
     }
     if !known(from) {
         tracing::warn!(local_member_id = %format_args!("{:x}", local.id), remote_peer_id_from = %format_args!("{from:x}"), "failed to find remote peer in cluster");
-        return Err(with_headers(
+        return Err(reject(with_headers(
             Response::error(404, "error sender not found"),
             base(),
-        ));
+        )));
     }
     let to = head.header_str("x-raft-to").unwrap_or_default();
     if to != format!("{:x}", local.id) {
         tracing::warn!(local_member_id = %format_args!("{:x}", local.id), remote_peer_id_header = to, remote_peer_id_from = %format_args!("{from:x}"), "ignored streaming request; ID mismatch");
-        return Err(with_headers(
+        return Err(reject(with_headers(
             Response::error(412, "to field mismatch"),
             base(),
-        ));
+        )));
     }
     let term = match kind {
         StreamType::MsgAppV1 => match head.header_str("x-raft-term").map(str::parse::<u64>) {
             Some(Ok(t)) => Some(t),
             // etcd 2.1 panics on a bad term; etcd 2.0 answered 400.
             _ => {
-                return Err(with_headers(
+                return Err(reject(with_headers(
                     Response::error(400, "invalid term field"),
                     base(),
-                ))
+                )))
             }
         },
         _ => None,
@@ -226,9 +244,11 @@ pub fn post_base(local: &Local) -> Response {
 }
 
 /// The pipeline and snapshot handlers' checks: the method, then versions and cluster.
-pub fn check_post(local: &Local, method: &str, head: &Head) -> Result<(), Response> {
+pub fn check_post(local: &Local, method: &str, head: &Head) -> Result<(), Rejection> {
     if method != "POST" {
-        return Err(Response::error(405, "Method Not Allowed").with_header("Allow", "POST"));
+        return Err(reject(
+            Response::error(405, "Method Not Allowed").with_header("Allow", "POST"),
+        ));
     }
     check_versions_and_cluster(local, head, post_base(local))
 }
@@ -260,8 +280,8 @@ mod tests {
         Head::parse_request(raw.as_bytes(), 8192).unwrap().unwrap()
     }
 
-    fn status_and_body(r: Response) -> (u16, String) {
-        let body = match r.body {
+    fn status_and_body(r: Rejection) -> (u16, String) {
+        let body = match &r.body {
             ResponseBody::Full(b) => String::from_utf8(b.to_vec()).unwrap(),
             _ => String::new(),
         };
