@@ -1,7 +1,533 @@
 //! The rafthttp transport: peers, streams, pipeline and snapshots, as etcd's
-//! `rafthttp.Transport` (spec §1, §3, §4).
+//! `rafthttp.Transport` (spec §1, §3, §4), on an I/O thread of the chosen driver.
+//!
+//! The application's threads call [`Transport::send`], which only queues (and never
+//! blocks); the I/O thread serves the peer port, writes the streams peers dial, dials
+//! the peers' streams, and posts the pipeline. Received messages go to per-peer queues
+//! drained by worker threads that call [`Raft::process`].
 
 pub mod checks;
+pub mod handlers;
+pub mod peer;
 pub mod peer_status;
+pub mod pipeline;
 pub mod queue;
+pub mod raft;
+pub mod stream_reader;
+pub mod stream_writer;
 pub mod url_picker;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+pub use checks::Profile;
+pub use peer::QueueSizes;
+pub use raft::{FatalError, ProcessError, Raft, SnapshotStatus};
+
+use self::checks::Local;
+use self::peer::Peer;
+use crate::http::client::{PeerUrl, UrlError};
+use crate::http::server::{listen_all, Server, ServerConfig};
+use crate::io::{
+    choose_backend, Backend, BufferPool, IoBackend, IoError, IoMode, IoTask, IoThread, Timeouts,
+};
+use crate::limits::Limits;
+use crate::raftpb::Message;
+use crate::version::{LocalVersions, StreamType};
+
+/// Transport settings; the defaults are etcd's.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our member ID.
+    pub id: u64,
+    /// Our cluster ID.
+    pub cluster_id: u64,
+    /// Our advertised peer URLs (sent as `X-PeerURLs`).
+    pub advertise_urls: Vec<String>,
+    /// Addresses to listen on (port 0 picks one; see [`Transport::local_addrs`]).
+    pub listen: Vec<SocketAddr>,
+    /// Advertised server and minimum cluster versions (3.5.0 / 3.0.0).
+    pub versions: LocalVersions,
+    /// etcd 3 or etcd 2.1 behaviour.
+    pub profile: Profile,
+    /// The I/O driver.
+    pub io: IoMode,
+    /// Read, write, idle and dial timeouts (5 s, 5 s, 5 s, 2 s).
+    pub timeouts: Timeouts,
+    /// Caps on lengths from the wire (512 MiB frames).
+    pub limits: Limits,
+    /// Queue sizes (4096 / 64 / 4096).
+    pub queues: QueueSizes,
+    /// Least time between two dials of one stream (100 ms).
+    pub dial_retry: Duration,
+    /// Link heartbeat period (ConnReadTimeout / 3).
+    pub heartbeat: Duration,
+}
+
+impl Config {
+    /// etcd's defaults for member `id` of cluster `cluster_id`.
+    pub fn new(id: u64, cluster_id: u64) -> Config {
+        let timeouts = Timeouts::default();
+        Config {
+            id,
+            cluster_id,
+            advertise_urls: Vec::new(),
+            listen: Vec::new(),
+            versions: LocalVersions::default(),
+            profile: Profile::Etcd3,
+            io: IoMode::Auto,
+            timeouts,
+            limits: Limits::default(),
+            queues: QueueSizes::default(),
+            dial_retry: Duration::from_millis(100),
+            heartbeat: timeouts.read / 3,
+        }
+    }
+}
+
+/// Why the transport could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The I/O driver could not start.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// Binding a listener failed.
+    #[error("listen on {addr}: {error}")]
+    Listen {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A peer URL is not `http://host:port`.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The transport has stopped.
+    #[error("transport stopped")]
+    Stopped,
+}
+
+/// State shared by the application's threads and the I/O thread.
+pub struct Shared {
+    /// Our identity and versions, for the handlers' checks.
+    pub local: Local,
+    /// `X-Min-Cluster-Version` as sent.
+    pub min_version_text: Arc<str>,
+    /// `X-PeerURLs` as sent.
+    pub advertise: Arc<str>,
+    /// The application.
+    pub raft: Arc<dyn Raft>,
+    /// Settings.
+    pub config: Config,
+    /// Peers and remotes by ID.
+    peers: RwLock<HashMap<u64, Arc<Peer>>>,
+    /// Fatal errors for the application.
+    pub fatal: SyncSender<FatalError>,
+    /// Set once by [`Transport::stop`].
+    pub stopped: AtomicBool,
+    /// Tells the server to stop.
+    stop_server: tokio::sync::Notify,
+    /// The I/O thread, to start peer tasks on (taken at stop).
+    io: Mutex<Option<IoThread>>,
+}
+
+impl Shared {
+    /// The peer (or remote) with `id`.
+    pub fn peer(&self, id: u64) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// etcd's `AddRemote`: a pipeline-only peer for a member not in our membership;
+    /// nothing if `id` is already known or the transport stopped.
+    pub fn add_remote_str(self: &Arc<Self>, id: u64, urls: &str) {
+        if id == self.local.id || self.stopped.load(Relaxed) || self.peer(id).is_some() {
+            return;
+        }
+        let urls: Vec<PeerUrl> = urls
+            .split(',')
+            .filter_map(|u| u.trim().parse().ok())
+            .collect();
+        if urls.is_empty() {
+            return;
+        }
+        let _ = self.start_peer(id, urls, true);
+    }
+
+    fn start_peer(
+        self: &Arc<Self>,
+        id: u64,
+        urls: Vec<PeerUrl>,
+        remote_only: bool,
+    ) -> Result<(), TransportError> {
+        let (peer, receivers) = Peer::new(
+            self.local.id,
+            id,
+            urls,
+            self.config.queues,
+            self.raft.clone(),
+            remote_only,
+        );
+        {
+            let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+            match peers.get(&id) {
+                Some(existing) if !existing.remote_only || remote_only => return Ok(()),
+                Some(remote) => remote.stop(), // a peer replaces a remote
+                None => {}
+            }
+            peers.insert(id, peer.clone());
+        }
+        peer::spawn_workers(id, receivers, self.raft.clone());
+        let io = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        let io = io.as_ref().ok_or(TransportError::Stopped)?;
+        let me = self.clone();
+        if !remote_only {
+            for kind in [StreamType::MsgAppV2, StreamType::Message] {
+                let reader = stream_reader::StreamReader {
+                    shared: me.clone(),
+                    peer: peer.clone(),
+                    kind,
+                };
+                io.spawn_task(reader).map_err(|_| TransportError::Stopped)?;
+            }
+        }
+        io.spawn_task(pipeline::Pipeline { shared: me, peer })
+            .map_err(|_| TransportError::Stopped)?;
+        tracing::info!(local_member_id = %format_args!("{:x}", self.local.id), remote_peer_id = %format_args!("{id:x}"), remote_only, "added peer");
+        Ok(())
+    }
+}
+
+/// Per-peer figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer.
+    pub id: u64,
+    /// Active now.
+    pub active: bool,
+    /// Whether each stream writer has a connection: (msgapp, message).
+    pub streams_attached: (bool, bool),
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Bytes received.
+    pub received_bytes: u64,
+    /// Messages not sent.
+    pub sent_failures: u64,
+    /// Received messages dropped.
+    pub received_failures: u64,
+    /// Messages sent by pipeline.
+    pub pipeline_messages: u64,
+}
+
+/// Transport-wide figures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportStats {
+    /// The I/O driver in use.
+    pub io: IoBackend,
+    /// Per peer.
+    pub peers: Vec<PeerStats>,
+}
+
+/// A running transport.
+pub struct Transport {
+    shared: Arc<Shared>,
+    backend: IoBackend,
+    local_addrs: Vec<SocketAddr>,
+    fatal_rx: Mutex<Option<Receiver<FatalError>>>,
+}
+
+/// Starts the server on the I/O thread; it stops when `stop_server` is notified.
+struct StartServer {
+    shared: Arc<Shared>,
+}
+
+impl IoTask for StartServer {
+    type Output = Result<Vec<SocketAddr>, TransportError>;
+
+    async fn run<B: Backend>(self) -> Self::Output {
+        let cfg = &self.shared.config;
+        let router = handlers::router(self.shared.clone());
+        let server_cfg = ServerConfig {
+            timeouts: cfg.timeouts,
+            limits: cfg.limits,
+            ..ServerConfig::default()
+        };
+        let server = Server::new(router, server_cfg, Rc::new(BufferPool::new(64 * 1024, 64)));
+        let mut bound = Vec::new();
+        for addr in &cfg.listen {
+            let b = listen_all::<B>(&server, std::slice::from_ref(addr))
+                .map_err(|error| TransportError::Listen { addr: *addr, error })?;
+            bound.extend(b);
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_local(async move {
+            let stop = shared.stop_server.notified();
+            tokio::pin!(stop);
+            stop.as_mut().enable();
+            if !shared.stopped.load(Relaxed) {
+                stop.await;
+            }
+            server.stop();
+        });
+        Ok(bound)
+    }
+}
+
+fn parse_urls(urls: &[impl AsRef<str>]) -> Result<Vec<PeerUrl>, TransportError> {
+    urls.iter()
+        .map(|u| u.as_ref().parse::<PeerUrl>().map_err(TransportError::from))
+        .collect()
+}
+
+impl Transport {
+    /// Starts a transport: chooses the I/O driver, starts its thread and listens.
+    pub fn start(config: Config, raft: Arc<dyn Raft>) -> Result<Transport, TransportError> {
+        let backend = choose_backend(config.io)?;
+        let io = IoThread::spawn(&format!("rafthttp-io-{:x}", config.id), backend)?;
+        let (fatal, fatal_rx) = sync_channel(1);
+        let local = Local::new(
+            config.id,
+            config.cluster_id,
+            config.versions.clone(),
+            config.profile,
+        );
+        let shared = Arc::new(Shared {
+            min_version_text: config.versions.min_cluster.to_string().into(),
+            advertise: config.advertise_urls.join(",").into(),
+            local,
+            raft,
+            config,
+            peers: RwLock::default(),
+            fatal,
+            stopped: AtomicBool::new(false),
+            stop_server: tokio::sync::Notify::new(),
+            io: Mutex::new(None),
+        });
+        let local_addrs = io
+            .call(StartServer {
+                shared: shared.clone(),
+            })
+            .map_err(|_| TransportError::Stopped)??;
+        *shared.io.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
+        tracing::info!(local_member_id = %format_args!("{:x}", shared.local.id), io = backend.name(), addrs = ?local_addrs, "rafthttp transport started");
+        Ok(Transport {
+            shared,
+            backend,
+            local_addrs,
+            fatal_rx: Mutex::new(Some(fatal_rx)),
+        })
+    }
+
+    /// The addresses listened on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The I/O driver in use.
+    pub fn backend(&self) -> IoBackend {
+        self.backend
+    }
+
+    /// The fatal-error channel (etcd's `ErrorC`); can be taken once.
+    pub fn take_errors(&self) -> Option<Receiver<FatalError>> {
+        self.fatal_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Adds peer `id` at `urls` and starts its streams and pipeline.
+    pub fn add_peer(&self, id: u64, urls: &[impl AsRef<str>]) -> Result<(), TransportError> {
+        if self.shared.stopped.load(Relaxed) {
+            return Err(TransportError::Stopped);
+        }
+        self.shared.start_peer(id, parse_urls(urls)?, false)
+    }
+
+    /// Adds a remote: a pipeline to a member not in our membership.
+    pub fn add_remote(&self, id: u64, urls: &[impl AsRef<str>]) -> Result<(), TransportError> {
+        if self.shared.stopped.load(Relaxed) {
+            return Err(TransportError::Stopped);
+        }
+        self.shared.start_peer(id, parse_urls(urls)?, true)
+    }
+
+    /// Removes peer `id` (logs and does nothing if unknown, as etcd 3.6 does).
+    pub fn remove_peer(&self, id: u64) {
+        let removed = self
+            .shared
+            .peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match removed {
+            Some(p) => p.stop(),
+            None => {
+                tracing::warn!(remote_peer_id = %format_args!("{id:x}"), "skipped removing already removed peer")
+            }
+        }
+    }
+
+    /// Removes every peer.
+    pub fn remove_all_peers(&self) {
+        let all: Vec<_> = self
+            .shared
+            .peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (_, p) in all {
+            p.stop();
+        }
+    }
+
+    /// Replaces peer `id`'s URLs.
+    pub fn update_peer(&self, id: u64, urls: &[impl AsRef<str>]) -> Result<(), TransportError> {
+        if let Some(p) = self.shared.peer(id) {
+            p.urls.update(parse_urls(urls)?);
+        }
+        Ok(())
+    }
+
+    /// Sends messages; never blocks. Messages to ID 0 are skipped; to an unknown ID,
+    /// dropped with a debug log.
+    pub fn send(&self, msgs: &[Message]) {
+        for m in msgs {
+            self.send_message(m.clone());
+        }
+    }
+
+    /// Sends one message, taking ownership (no copy of its entries).
+    pub fn send_message(&self, m: Message) {
+        if m.to == 0 {
+            return;
+        }
+        match self.shared.peer(m.to) {
+            Some(p) => p.send(m),
+            None => {
+                tracing::debug!(to = %format_args!("{:x}", m.to), "ignored message (sent to unknown peer)")
+            }
+        }
+    }
+
+    /// When peer `id` became active, if it is.
+    pub fn active_since(&self, id: u64) -> Option<SystemTime> {
+        self.shared.peer(id).and_then(|p| p.status.active_since())
+    }
+
+    /// How many peers are active.
+    pub fn active_peers(&self) -> usize {
+        self.shared
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|p| !p.remote_only && p.status.is_active())
+            .count()
+    }
+
+    /// Drops all traffic to and from every peer (test control).
+    pub fn pause(&self) {
+        for p in self
+            .shared
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            p.pause();
+        }
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    pub fn resume(&self) {
+        for p in self
+            .shared
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            p.resume();
+        }
+    }
+
+    /// Drops all traffic to and from peer `id` (test control).
+    pub fn cut_peer(&self, id: u64) {
+        if let Some(p) = self.shared.peer(id) {
+            p.pause();
+        }
+    }
+
+    /// Undoes [`cut_peer`](Self::cut_peer).
+    pub fn mend_peer(&self, id: u64) {
+        if let Some(p) = self.shared.peer(id) {
+            p.resume();
+        }
+    }
+
+    /// Figures for every peer.
+    pub fn stats(&self) -> TransportStats {
+        let mut peers: Vec<PeerStats> = self
+            .shared
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|p| PeerStats {
+                id: p.id,
+                active: p.status.is_active(),
+                streams_attached: (p.msgapp.is_working(), p.message.is_working()),
+                sent_bytes: p.counters.sent_bytes.load(Relaxed),
+                received_bytes: p.counters.received_bytes.load(Relaxed),
+                sent_failures: p.counters.sent_failures.load(Relaxed),
+                received_failures: p.counters.received_failures.load(Relaxed),
+                pipeline_messages: p.counters.pipeline_messages.load(Relaxed),
+            })
+            .collect();
+        peers.sort_by_key(|p| p.id);
+        TransportStats {
+            io: self.backend,
+            peers,
+        }
+    }
+
+    /// Stops: every peer, every connection, the I/O thread.
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&self) {
+        if self.shared.stopped.swap(true, Relaxed) {
+            return;
+        }
+        self.remove_all_peers();
+        self.shared.stop_server.notify_waiters();
+        // Let the I/O thread close what it holds, then end it.
+        std::thread::sleep(Duration::from_millis(20));
+        let io = self
+            .shared
+            .io
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(io) = io {
+            io.stop();
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,269 @@
+//! etcd's peer handlers: `/raft` (pipeline), `/raft/stream/…` (streams), `/raft/snapshot`
+//! and `/raft/probing`. The admission checks are in `checks.rs`; these do the work.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::checks::{check_post, check_stream, finish, post_base, stream_base};
+use super::raft::ProcessError;
+use super::stream_writer::StreamWriter;
+use super::Shared;
+use crate::codec::{SnapshotDecoder, SnapshotPart};
+use crate::http::router::{
+    BodyMode, PathPattern, Request, RequestBody, Response, ResponseBody, Router,
+};
+use crate::json::id_from_hex;
+use crate::raftpb::{Message, MessageType};
+
+/// The router for a member's peer port.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let max = shared.config.limits.max_frame;
+    let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
+    Router::new()
+        .route(
+            PathPattern::Exact("/raft".into()),
+            BodyMode::Buffered(max),
+            move |req| pipeline(s1.clone(), req),
+        )
+        .route(
+            PathPattern::Prefix("/raft/stream/".into()),
+            BodyMode::Buffered(0),
+            move |req| {
+                let shared = s2.clone();
+                async move { stream(&shared, req) }
+            },
+        )
+        .route(
+            PathPattern::Exact("/raft/snapshot".into()),
+            BodyMode::Streamed,
+            move |req| snapshot(s3.clone(), req),
+        )
+        .route(
+            PathPattern::Exact("/raft/probing".into()),
+            BodyMode::Buffered(0),
+            |_req| async { probing() },
+        )
+}
+
+/// Runs the application's `process` off the I/O thread (it may block).
+async fn process(shared: &Shared, m: Message) -> Result<(), ProcessError> {
+    let raft = shared.raft.clone();
+    match tokio::task::spawn_blocking(move || raft.process(m)).await {
+        Ok(r) => r,
+        Err(e) => Err(ProcessError::Other(e.to_string())),
+    }
+}
+
+/// Adds a remote for a sender we do not know, from its `X-Server-From`/`X-PeerURLs`.
+fn add_remote_from(shared: &Arc<Shared>, req: &Request) {
+    let from = req.head.header_str("x-server-from").and_then(id_from_hex);
+    if let (Some(from), Some(urls)) = (from, req.head.header_str("x-peerurls")) {
+        shared.add_remote_str(from, urls);
+    }
+}
+
+async fn pipeline(shared: Arc<Shared>, req: Request) -> Response {
+    let local = &shared.local;
+    if let Err(r) = check_post(local, &req.method, &req.head) {
+        return *r;
+    }
+    add_remote_from(&shared, &req);
+    let RequestBody::Full(body) = req.body else {
+        return finish(
+            post_base(local),
+            Response::error(400, "error reading raft message"),
+        );
+    };
+    let m = match Message::decode(body.clone()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(local_member_id = %format_args!("{:x}", local.id), error = %e, "failed to unmarshal Raft message");
+            return finish(
+                post_base(local),
+                Response::error(400, "error unmarshalling raft message"),
+            );
+        }
+    };
+    if let Some(peer) = shared.peer(m.from) {
+        peer.counters
+            .received_bytes
+            .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    match process(&shared, m).await {
+        Ok(()) => finish(post_base(local), Response::empty(204)),
+        // etcd ≥ 2.3 lets this 403 turn into a 500; senders detect removal by it, so we
+        // send it, and only for a removed sender (spec §3.3).
+        Err(ProcessError::RemovedMember) => {
+            let mut r = Response::error(403, "");
+            r.body = ResponseBody::Full(Bytes::from_static(
+                b"{\"message\":\"cannot process message from removed member\"}",
+            ));
+            r.headers.retain(|h| h.0 != "Content-Type");
+            finish(
+                post_base(local),
+                r.with_header("Content-Type", "application/json"),
+            )
+        }
+        Err(ProcessError::Other(e)) => {
+            tracing::warn!(local_member_id = %format_args!("{:x}", local.id), error = %e, "failed to process Raft message");
+            finish(
+                post_base(local),
+                Response::error(500, "error processing raft message"),
+            )
+        }
+    }
+}
+
+fn stream(shared: &Arc<Shared>, req: Request) -> Response {
+    let local = &shared.local;
+    let raft = shared.raft.clone();
+    let accepted = check_stream(
+        local,
+        &req.method,
+        &req.path,
+        &req.head,
+        |id| raft.is_id_removed(id),
+        |id, urls| shared.add_remote_str(id, urls),
+        |id| shared.peer(id).is_some_and(|p| !p.remote_only),
+    );
+    let accepted = match accepted {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    if accepted.kind == crate::version::StreamType::MsgAppV1 {
+        // Serving msgapp v1 (profile etcd2.1) is not built yet: refuse rather than serve
+        // a stream we cannot write.
+        return finish(stream_base(local), Response::error(404, "invalid path"));
+    }
+    let Some(peer) = shared.peer(accepted.from) else {
+        return finish(
+            stream_base(local),
+            Response::error(404, "error sender not found"),
+        );
+    };
+    let writer = StreamWriter::attach(peer, accepted.kind, shared.config.heartbeat);
+    let mut r = stream_base(local);
+    r.body = ResponseBody::Stream(Box::new(writer));
+    r
+}
+
+async fn snapshot(shared: Arc<Shared>, req: Request) -> Response {
+    let local = &shared.local;
+    if let Err(r) = check_post(local, &req.method, &req.head) {
+        return *r;
+    }
+    add_remote_from(&shared, &req);
+    let RequestBody::Stream(mut rx) = req.body else {
+        return finish(
+            post_base(local),
+            Response::error(400, "error reading raft message"),
+        );
+    };
+    let mut dec = SnapshotDecoder::new(&shared.config.limits);
+    let mut envelope: Option<Message> = None;
+    let bad = |e: String| {
+        finish(
+            post_base(local),
+            Response::error(400, &format!("failed to decode raft message ({e})")),
+        )
+    };
+    while let Some(piece) = rx.recv().await {
+        let mut piece = match piece {
+            Ok(p) => p,
+            Err(e) => return bad(e),
+        };
+        loop {
+            match dec.decode(&mut piece) {
+                Ok(Some(SnapshotPart::Envelope(m))) => {
+                    if m.msg_type != MessageType::MsgSnap as i32 {
+                        tracing::warn!(local_member_id = %format_args!("{:x}", local.id), message_type = crate::raftpb::message_type_name(m.msg_type).unwrap_or("unknown"), "unexpected Raft message type");
+                        return finish(
+                            post_base(local),
+                            Response::error(400, "wrong raft message type"),
+                        );
+                    }
+                    envelope = Some(*m);
+                }
+                // The database bytes; a hook for the application to store them is next.
+                Ok(Some(SnapshotPart::Data(_))) => {}
+                Ok(None) => break,
+                Err(e) => return bad(e.to_string()),
+            }
+        }
+    }
+    let (Some(m), Ok(_)) = (envelope, dec.finish()) else {
+        return bad("unexpected EOF".to_string());
+    };
+    match process(&shared, m).await {
+        Ok(()) => finish(post_base(local), Response::empty(204)),
+        Err(e) => finish(
+            post_base(local),
+            Response::error(500, &format!("failed to process raft message ({e})")),
+        ),
+    }
+}
+
+/// `/raft/probing`: `{"OK":true,"Now":"<RFC 3339 with nanoseconds>"}`, as Go's prober.
+fn probing() -> Response {
+    let body = format!(
+        "{{\"OK\":true,\"Now\":\"{}\"}}\n",
+        rfc3339_nano(SystemTime::now())
+    );
+    Response {
+        status: 200,
+        headers: Default::default(),
+        body: ResponseBody::Full(body.into()),
+    }
+    .with_header("Content-Type", "application/json")
+}
+
+/// `t` as Go's `time.RFC3339Nano` in UTC (trailing zeros of the fraction dropped).
+pub fn rfc3339_nano(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut s = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    let nanos = d.subsec_nanos();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_nano_matches_go() {
+        let t = UNIX_EPOCH + Duration::new(1_795_549_130, 545_229_845);
+        assert_eq!(rfc3339_nano(t), "2026-11-24T19:38:50.545229845Z");
+        assert_eq!(
+            rfc3339_nano(UNIX_EPOCH + Duration::new(951_782_400, 500_000_000)),
+            "2000-02-29T00:00:00.5Z"
+        );
+        assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,300 @@
+//! One remote member (etcd's `peer`): its send queues, status, URLs, receive queues and
+//! counters, shared between the application's threads (which send) and the I/O thread
+//! (which writes, reads and dials). `send` never blocks: a full queue drops the message
+//! and reports the peer unreachable (etcd's `pick` and drop rules, spec §4.3).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::peer_status::PeerStatus;
+use super::queue::{Push, WriterQueue};
+use super::raft::{Raft, SnapshotStatus};
+use super::url_picker::UrlPicker;
+use crate::http::client::PeerUrl;
+use crate::raftpb::{message_type_name, Message, MessageType};
+use crate::version::StreamType;
+
+/// Queue sizes (etcd's constants by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueSizes {
+    /// Per stream writer (etcd `streamBufSize`: 4096).
+    pub stream: usize,
+    /// Pipeline (etcd `pipelineBufSize`: 64).
+    pub pipeline: usize,
+    /// Received messages, and received MsgProp (etcd: 4096 each).
+    pub recv: usize,
+}
+
+impl Default for QueueSizes {
+    fn default() -> Self {
+        QueueSizes {
+            stream: 4096,
+            pipeline: 64,
+            recv: 4096,
+        }
+    }
+}
+
+/// Counters for one peer (etcd's `etcd_network_peer_*` metrics).
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Bytes sent to the peer (stream bytes counted when written, heartbeats included).
+    pub sent_bytes: AtomicU64,
+    /// Bytes received from it.
+    pub received_bytes: AtomicU64,
+    /// Messages that could not be sent (dropped or failed).
+    pub sent_failures: AtomicU64,
+    /// Received messages dropped because a receive queue was full.
+    pub received_failures: AtomicU64,
+    /// Messages sent by pipeline.
+    pub pipeline_messages: AtomicU64,
+    /// Times the peer went from active to inactive.
+    pub disconnects: AtomicU64,
+}
+
+/// A member we talk to.
+pub struct Peer {
+    /// Our ID.
+    pub local: u64,
+    /// Its ID.
+    pub id: u64,
+    /// A remote only has a pipeline: a member not yet in our membership.
+    pub remote_only: bool,
+    /// Active or not, since when.
+    pub status: PeerStatus,
+    /// Its URLs.
+    pub urls: UrlPicker,
+    /// The msgappv2 (or v1) stream writer's queue.
+    pub msgapp: WriterQueue,
+    /// The message stream writer's queue.
+    pub message: WriterQueue,
+    /// The pipeline's queue (always "working").
+    pub pipeline: WriterQueue,
+    pipeline_generation: super::queue::Generation,
+    /// Counters.
+    pub counters: PeerCounters,
+    recvc: SyncSender<Message>,
+    propc: SyncSender<Message>,
+    raft: Arc<dyn Raft>,
+    paused: AtomicBool,
+    stopped: AtomicBool,
+    /// Wakes the peer's I/O tasks when it is stopped.
+    pub stop_signal: tokio::sync::Notify,
+    last_drop_log: std::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Peer({:x})", self.id)
+    }
+}
+
+/// The receiving ends of a peer's receive queues, for its worker threads.
+pub struct PeerReceivers {
+    /// Everything but MsgProp.
+    pub recv: Receiver<Message>,
+    /// MsgProp (kept apart because `process` can block on it while there is no leader).
+    pub prop: Receiver<Message>,
+}
+
+impl Peer {
+    /// A peer `id` at `urls`, as seen by `local`.
+    pub fn new(
+        local: u64,
+        id: u64,
+        urls: Vec<PeerUrl>,
+        sizes: QueueSizes,
+        raft: Arc<dyn Raft>,
+        remote_only: bool,
+    ) -> (Arc<Peer>, PeerReceivers) {
+        let (recvc, recv) = sync_channel(sizes.recv);
+        let (propc, prop) = sync_channel(sizes.recv);
+        let pipeline = WriterQueue::new(sizes.pipeline);
+        let (pipeline_generation, _) = pipeline.attach();
+        let peer = Arc::new(Peer {
+            local,
+            id,
+            remote_only,
+            status: PeerStatus::new(local, id),
+            urls: UrlPicker::new(urls),
+            msgapp: WriterQueue::new(sizes.stream),
+            message: WriterQueue::new(sizes.stream),
+            pipeline,
+            pipeline_generation,
+            counters: PeerCounters::default(),
+            recvc,
+            propc,
+            raft,
+            paused: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            stop_signal: tokio::sync::Notify::new(),
+            last_drop_log: std::sync::Mutex::new(None),
+        });
+        (peer, PeerReceivers { recv, prop })
+    }
+
+    /// The pipeline queue's (only) generation, for its sender.
+    pub fn pipeline_generation(&self) -> super::queue::Generation {
+        self.pipeline_generation
+    }
+
+    /// The queue of the writer for `kind`.
+    pub fn writer(&self, kind: StreamType) -> &WriterQueue {
+        match kind {
+            StreamType::MsgAppV1 | StreamType::MsgAppV2 => &self.msgapp,
+            StreamType::Message => &self.message,
+        }
+    }
+
+    /// Sends `m` by the first working channel, as etcd's `pick` chooses: MsgSnap by
+    /// pipeline; MsgApp on the msgapp stream while it works; anything else on the
+    /// message stream while it works; else the pipeline. Never blocks; a full queue
+    /// drops the message and reports.
+    pub fn send(&self, m: Message) {
+        if self.paused.load(Relaxed) || self.stopped.load(Relaxed) {
+            return;
+        }
+        let is_app = m.msg_type == MessageType::MsgApp as i32;
+        let is_snap = m.msg_type == MessageType::MsgSnap as i32;
+        let mut m = m;
+        if !self.remote_only && !is_snap {
+            if is_app {
+                match self.msgapp.push(m) {
+                    Push::Queued => return,
+                    Push::Full(back) => return self.dropped(back, "streamMsgAppV2"),
+                    Push::NotWorking(back) => m = back,
+                }
+            }
+            match self.message.push(m) {
+                Push::Queued => return,
+                Push::Full(back) => return self.dropped(back, "streamMsg"),
+                Push::NotWorking(back) => m = back,
+            }
+        }
+        match self.pipeline.push(m) {
+            Push::Queued => {}
+            Push::Full(back) | Push::NotWorking(back) => {
+                if self.remote_only {
+                    // etcd's remote drops without reporting.
+                    self.counters.sent_failures.fetch_add(1, Relaxed);
+                    self.log_drop(&back, "pipeline");
+                } else {
+                    self.dropped(back, "pipeline");
+                }
+            }
+        }
+    }
+
+    /// A message could not be queued: report, count, log (rate-limited).
+    fn dropped(&self, m: Message, channel: &'static str) {
+        self.raft.report_unreachable(m.to);
+        if m.msg_type == MessageType::MsgSnap as i32 {
+            self.raft.report_snapshot(m.to, SnapshotStatus::Failure);
+        }
+        self.counters.sent_failures.fetch_add(1, Relaxed);
+        self.log_drop(&m, channel);
+    }
+
+    fn log_drop(&self, m: &Message, channel: &'static str) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_drop_log.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t).as_secs() < 1) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let kind = message_type_name(m.msg_type).unwrap_or("unknown");
+        let active = self.status.is_active();
+        tracing::warn!(
+            message_type = kind,
+            local_member_id = %format_args!("{:x}", self.local),
+            from = %format_args!("{:x}", m.from),
+            remote_peer_id = %format_args!("{:x}", self.id),
+            remote_peer_active = active,
+            channel,
+            "dropped internal Raft message since sending buffer is full (overloaded network)"
+        );
+    }
+
+    /// Hands a received message to the application: MsgProp to its own queue. A full
+    /// queue drops it with etcd 2.1's log line (`dropped MsgProp from 2 since receiving
+    /// buffer is full`), at warn while the peer is active and debug otherwise.
+    pub fn deliver(&self, m: Message) {
+        if self.paused.load(Relaxed) {
+            return;
+        }
+        let is_prop = m.msg_type == MessageType::MsgProp as i32;
+        let sent = if is_prop {
+            self.propc.try_send(m)
+        } else {
+            self.recvc.try_send(m)
+        };
+        match sent {
+            Ok(()) => {}
+            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => {
+                self.counters.received_failures.fetch_add(1, Relaxed);
+                let kind = message_type_name(m.msg_type).unwrap_or("unknown");
+                if self.status.is_active() {
+                    tracing::warn!(local_member_id = %format_args!("{:x}", self.local), "dropped {kind} from {:x} since receiving buffer is full", m.from);
+                } else {
+                    tracing::debug!(local_member_id = %format_args!("{:x}", self.local), "dropped {kind} from {:x} since receiving buffer is full", m.from);
+                }
+            }
+        }
+    }
+
+    /// Pauses (test control): messages to and from the peer are dropped.
+    pub fn pause(&self) {
+        self.paused.store(true, Relaxed);
+    }
+
+    /// Resumes after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.paused.store(false, Relaxed);
+    }
+
+    /// Whether paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Relaxed)
+    }
+
+    /// Stops the peer: its tasks end and its queues close.
+    pub fn stop(&self) {
+        self.stopped.store(true, Relaxed);
+        for q in [&self.msgapp, &self.message, &self.pipeline] {
+            q.close();
+        }
+        self.stop_signal.notify_waiters();
+    }
+
+    /// Whether stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Relaxed)
+    }
+
+    /// The application.
+    pub fn raft(&self) -> &Arc<dyn Raft> {
+        &self.raft
+    }
+}
+
+/// Starts the two worker threads that drain a peer's receive queues into `process`.
+pub fn spawn_workers(id: u64, receivers: PeerReceivers, raft: Arc<dyn Raft>) {
+    for (name, rx) in [("recv", receivers.recv), ("prop", receivers.prop)] {
+        let raft = raft.clone();
+        let spawned = std::thread::Builder::new().name(format!("rafthttp-{name}-{id:x}")).spawn(move || {
+            // Ends when the peer (the sending side) is dropped.
+            while let Ok(m) = rx.recv() {
+                if let Err(e) = raft.process(m) {
+                    tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a receive worker");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! What the transport needs from the application: etcd's `Raft` interface, plus the
+//! fatal-error channel (etcd's `ErrorC`).
+
+use crate::raftpb::Message;
+
+/// How a snapshot send ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The peer received it.
+    Finish,
+    /// It was not delivered.
+    Failure,
+}
+
+/// Why `process` refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// The sender has been removed from the cluster (answered with 403 on the pipeline).
+    #[error("cannot process message from removed member")]
+    RemovedMember,
+    /// Anything else (answered with 500).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The application's raft node, as the transport calls it. Called from the transport's
+/// threads; `process` may block (the transport calls it from worker threads, never from
+/// an I/O thread).
+pub trait Raft: Send + Sync + 'static {
+    /// Steps a received message into raft.
+    fn process(&self, m: Message) -> Result<(), ProcessError>;
+    /// Whether `id` was removed from the cluster.
+    fn is_id_removed(&self, id: u64) -> bool;
+    /// A message to `id` could not be sent (raft should probe it).
+    fn report_unreachable(&self, id: u64);
+    /// How a snapshot to `id` ended.
+    fn report_snapshot(&self, id: u64, status: SnapshotStatus);
+}
+
+/// A fatal error, delivered on the transport's error channel: the application should
+/// stop, as etcd does when it reads `ErrorC`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FatalError {
+    /// A peer told us we were removed (410 on a stream dial, or 403 on a POST).
+    #[error("the member has been permanently removed from the cluster")]
+    MemberRemoved,
+}

@@ -1,0 +1,236 @@
+//! etcd's `streamReader`: dials the peer's stream endpoint for one stream type, at most
+//! once per retry interval, decodes what the peer writes and hands it to the application.
+//! It decides support from the response's `X-Server-Version` before the status code
+//! (spec §1.3), and reports a 410 (we were removed) on the fatal-error channel at once.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::peer::Peer;
+use super::peer_status::{Change, FailureType};
+use super::raft::FatalError;
+use super::Shared;
+use crate::codec::{FrameKind, MessageStreamDecoder, MsgAppV2Decoder};
+use crate::http::client::{Client, ClientConfig};
+use crate::http::write::HeaderValue;
+use crate::io::{Backend, BufferPool, Conn, IoTask};
+use crate::raftpb::Message;
+use crate::version::{StreamType, Version};
+
+/// The reader of one stream type from one peer; runs until the peer stops.
+pub struct StreamReader {
+    /// The transport.
+    pub shared: Arc<Shared>,
+    /// The peer dialed.
+    pub peer: Arc<Peer>,
+    /// Which stream.
+    pub kind: StreamType,
+}
+
+enum Decoder {
+    V2(MsgAppV2Decoder),
+    Message(MessageStreamDecoder),
+}
+
+impl IoTask for StreamReader {
+    type Output = ();
+
+    async fn run<B: Backend>(self) {
+        let shared = &self.shared;
+        let peer = &self.peer;
+        let cfg = &shared.config;
+        let client: Client<B> = Client::new(
+            ClientConfig {
+                timeouts: cfg.timeouts,
+                limits: cfg.limits,
+                ..ClientConfig::default()
+            },
+            Rc::new(BufferPool::new(64 * 1024, 2)),
+        );
+        let local = &shared.local;
+        let headers: Vec<(&'static str, HeaderValue)> = vec![
+            ("X-Server-From", HeaderValue::Hex(local.id)),
+            (
+                "X-Server-Version",
+                HeaderValue::Shared(local.server_version_text.clone()),
+            ),
+            (
+                "X-Min-Cluster-Version",
+                HeaderValue::Shared(shared.min_version_text.clone()),
+            ),
+            (
+                "X-Etcd-Cluster-Id",
+                HeaderValue::Shared(local.cluster_text.clone()),
+            ),
+            ("X-Raft-To", HeaderValue::Hex(peer.id)),
+            ("X-Peerurls", HeaderValue::Shared(shared.advertise.clone())),
+        ];
+        let path = self.kind.endpoint(local.id);
+        let failure = |action| FailureType {
+            source: self.kind.log_name(),
+            action,
+        };
+        let mut next_dial = Instant::now();
+        while !peer.is_stopped() && !shared.stopped.load(Relaxed) {
+            tokio::time::sleep_until(next_dial).await;
+            next_dial = Instant::now() + cfg.dial_retry;
+            if peer.is_stopped() {
+                break;
+            }
+            let Some(url) = peer.urls.pick() else {
+                continue;
+            };
+            let mut resp = match client.get_stream(&url, &path, &headers).await {
+                Ok(r) => r,
+                Err(e) => {
+                    deactivate(peer, failure("dial"), &e.to_string());
+                    peer.urls.unreachable(&url);
+                    continue;
+                }
+            };
+            // Support first, from the version header (spec §1.3); never logged or counted.
+            let remote = match resp.head.header_str("x-server-version") {
+                None => Ok(Version::v2_0_0()),
+                Some(v) => v.parse::<Version>(),
+            };
+            let remote = match remote {
+                Ok(v) => v,
+                Err(e) => {
+                    // Go's dialer panics the whole member here.
+                    tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), error = %e, "ignored stream response with an invalid X-Server-Version");
+                    resp.close();
+                    peer.urls.unreachable(&url);
+                    continue;
+                }
+            };
+            let ours = &local.versions.server;
+            let v1 = local.profile == super::checks::Profile::Etcd21;
+            if remote.major_minor() < ours.major_minor()
+                && !self.kind.supported_by(&remote, ours, v1)
+            {
+                resp.close();
+                peer.urls.unreachable(&url);
+                continue;
+            }
+            match resp.status {
+                200 => {}
+                status => {
+                    let body = resp.read_to_end(4096).await.unwrap_or_default();
+                    self.refused(status, &body);
+                    peer.urls.unreachable(&url);
+                    continue;
+                }
+            }
+            if peer.status.activate() == Change::BecameActive {
+                tracing::info!(stream_reader_type = self.kind.log_name(), local_member_id = %format_args!("{:x}", local.id), remote_peer_id = %format_args!("{:x}", peer.id), "established TCP streaming connection with remote peer");
+            }
+            // Closing the socket is how a pending read ends; a stop must do that.
+            let closer = resp.closer();
+            let stop_peer = peer.clone();
+            let watcher = tokio::task::spawn_local(async move {
+                let notified = stop_peer.stop_signal.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !stop_peer.is_stopped() {
+                    notified.await;
+                }
+                let _ = closer.shutdown();
+            });
+            let mut decoder = match self.kind {
+                StreamType::Message => Decoder::Message(MessageStreamDecoder::new(&cfg.limits)),
+                _ => Decoder::V2(MsgAppV2Decoder::new(local.id, peer.id, &cfg.limits)),
+            };
+            let mut msg = Message::default();
+            let ended = loop {
+                match resp.next().await {
+                    Ok(Some(piece)) => {
+                        peer.counters
+                            .received_bytes
+                            .fetch_add(piece.len() as u64, Relaxed);
+                        if let Err(e) = deliver_all(peer, &mut decoder, piece, &mut msg) {
+                            break Some(e);
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) if peer.is_stopped() => {
+                        let _ = e;
+                        break None;
+                    }
+                    Err(e) => break Some(e.to_string()),
+                }
+            };
+            watcher.abort();
+            resp.close();
+            if let Some(e) = ended {
+                deactivate(peer, failure("read"), &e);
+            }
+            tracing::warn!(stream_reader_type = self.kind.log_name(), local_member_id = %format_args!("{:x}", local.id), remote_peer_id = %format_args!("{:x}", peer.id), "lost TCP streaming connection with remote peer");
+        }
+    }
+}
+
+impl StreamReader {
+    /// A non-200 answer to our dial (spec §3.4).
+    fn refused(&self, status: u16, body: &Bytes) {
+        let peer = &self.peer;
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim_end_matches('\n');
+        let failure = FailureType {
+            source: self.kind.log_name(),
+            action: "dial",
+        };
+        let why = match status {
+            404 => format!(
+                "peer {:x} failed to find local node {:x}",
+                peer.id, peer.local
+            ),
+            410 => {
+                let _ = self.shared.fatal.try_send(FatalError::MemberRemoved);
+                tracing::error!(local_member_id = %format_args!("{:x}", peer.local), remote_peer_id = %format_args!("{:x}", peer.id), "the member has been permanently removed from the cluster");
+                FatalError::MemberRemoved.to_string()
+            }
+            412 => match text {
+                "incompatible version" => "incompatible version".to_string(),
+                "cluster ID mismatch" => "cluster ID mismatch".to_string(),
+                other => format!("unhandled error {other:?} when precondition failed"),
+            },
+            other => format!("unhandled http status {other}"),
+        };
+        tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), stream_type = self.kind.log_name(), status, error = %why, "stream dial refused");
+        deactivate(peer, failure, &why);
+    }
+}
+
+fn deactivate(peer: &Peer, failure: FailureType, error: &str) {
+    if peer.status.deactivate(failure, error) == Change::BecameInactive {
+        peer.counters.disconnects.fetch_add(1, Relaxed);
+    }
+}
+
+/// Decodes every frame in `piece` and hands the messages on (heartbeats are dropped).
+fn deliver_all(
+    peer: &Peer,
+    decoder: &mut Decoder,
+    mut piece: Bytes,
+    msg: &mut Message,
+) -> Result<(), String> {
+    loop {
+        let frame = match decoder {
+            Decoder::V2(d) => d.decode(&mut piece, msg),
+            Decoder::Message(d) => d.decode(&mut piece, msg),
+        };
+        match frame {
+            Ok(Some(info)) if info.kind == FrameKind::LinkHeartbeat => {}
+            Ok(Some(_)) => peer.deliver(std::mem::take(msg)),
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), error = %e, "failed to read Raft message");
+                return Err(e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A recording `Raft` and a two-member loopback pair for transport tests.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rafthttp::io::IoMode;
+use rafthttp::raftpb::Message;
+use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport};
+
+/// Records what the transport hands the application.
+#[derive(Default)]
+pub struct Recorder {
+    pub got: Mutex<Vec<Message>>,
+    pub unreachable: Mutex<Vec<u64>>,
+    pub snapshots: Mutex<Vec<(u64, SnapshotStatus)>>,
+    pub removed: Mutex<HashSet<u64>>,
+    cv: Condvar,
+}
+
+impl Raft for Recorder {
+    fn process(&self, m: Message) -> Result<(), ProcessError> {
+        if self.removed.lock().unwrap().contains(&m.from) {
+            return Err(ProcessError::RemovedMember);
+        }
+        self.got.lock().unwrap().push(m);
+        self.cv.notify_all();
+        Ok(())
+    }
+    fn is_id_removed(&self, id: u64) -> bool {
+        self.removed.lock().unwrap().contains(&id)
+    }
+    fn report_unreachable(&self, id: u64) {
+        self.unreachable.lock().unwrap().push(id);
+    }
+    fn report_snapshot(&self, id: u64, status: SnapshotStatus) {
+        self.snapshots.lock().unwrap().push((id, status));
+    }
+}
+
+impl Recorder {
+    /// Waits until at least `n` messages arrived (or `timeout`); returns how many did.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut got = self.got.lock().unwrap();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            got = self.cv.wait_timeout(got, left).unwrap().0;
+        }
+        got.len()
+    }
+}
+
+pub const CLUSTER: u64 = 0xc1a5;
+
+/// Starts a transport for member `id` listening on a free loopback port.
+pub fn start(id: u64, io: IoMode, tweak: impl FnOnce(&mut Config)) -> (Transport, Arc<Recorder>) {
+    let mut cfg = Config::new(id, CLUSTER);
+    cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.io = io;
+    tweak(&mut cfg);
+    let rec = Arc::new(Recorder::default());
+    let t = Transport::start(cfg, rec.clone()).unwrap();
+    (t, rec)
+}
+
+pub fn url(t: &Transport) -> String {
+    format!("http://{}", t.local_addrs()[0])
+}
+
+/// Two members that know each other, with both streams attached both ways.
+pub fn pair(io: IoMode) -> (Transport, Arc<Recorder>, Transport, Arc<Recorder>) {
+    let (a, ra) = start(1, io, |_| {});
+    let (b, rb) = start(2, io, |_| {});
+    a.add_peer(2, &[url(&b)]).unwrap();
+    b.add_peer(1, &[url(&a)]).unwrap();
+    wait_until(Duration::from_secs(10), || streams_up(&a) && streams_up(&b));
+    (a, ra, b, rb)
+}
+
+pub fn streams_up(t: &Transport) -> bool {
+    t.stats()
+        .peers
+        .iter()
+        .all(|p| p.active && p.streams_attached == (true, true))
+}
+
+/// Polls `cond` every 10 ms until it holds; panics after `timeout`.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The I/O modes to run a test on: epoll always, io_uring where the kernel allows it.
+pub fn io_modes() -> Vec<IoMode> {
+    let mut v = vec![IoMode::Epoll];
+    if rafthttp::io::probe_uring().is_ok() {
+        v.push(IoMode::Uring);
+    } else {
+        eprintln!("SKIPPED on io_uring: unavailable here");
+    }
+    v
+}

@@ -1,0 +1,112 @@
+//! Two transports on loopback exchange messages over the msgappv2 and message streams,
+//! on each I/O driver.
+
+#[path = "common/transport.rs"]
+mod tc;
+
+use std::time::Duration;
+
+use rafthttp::raftpb::{Message, MessageType};
+use rafthttp::workload::{heartbeat, AppSource};
+use tc::{io_modes, pair, Recorder};
+
+/// Sends `msgs` from `from` in windows so no queue can overflow, then waits for all.
+fn paced_send(t: &rafthttp::transport::Transport, rec: &Recorder, msgs: Vec<Message>) {
+    let total = msgs.len();
+    let base = rec.got.lock().unwrap().len();
+    for (i, m) in msgs.into_iter().enumerate() {
+        if i % 1000 == 999 {
+            rec.wait_for(base + i - 500, Duration::from_secs(10));
+        }
+        t.send_message(m);
+    }
+    assert_eq!(
+        rec.wait_for(base + total, Duration::from_secs(20)),
+        base + total,
+        "not everything arrived"
+    );
+}
+
+#[test]
+fn streams_carry_messages_both_ways_field_for_field_in_order() {
+    for io in io_modes() {
+        let (a, ra, b, rb) = pair(io);
+        let mut src = AppSource::new(1, 2, 1, 64);
+        let mut sent = Vec::new();
+        for i in 0..10_000u64 {
+            sent.push(src.next_message());
+            if i % 100 == 0 {
+                sent.push(heartbeat(1, 2, i));
+            }
+        }
+        paced_send(&a, &rb, sent.clone());
+        let got = rb.got.lock().unwrap().clone();
+        // The two streams are ordered each; compare per type.
+        let per_type = |v: &[Message], t: MessageType| {
+            v.iter()
+                .filter(|m| m.msg_type == t as i32)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            per_type(&got, MessageType::MsgApp),
+            per_type(&sent, MessageType::MsgApp),
+            "{io:?}: MsgApps"
+        );
+        assert_eq!(
+            per_type(&got, MessageType::MsgHeartbeat),
+            per_type(&sent, MessageType::MsgHeartbeat),
+            "{io:?}: heartbeats"
+        );
+
+        // And back, with the other message kinds.
+        let back: Vec<Message> = (0..2000u64)
+            .map(|i| Message {
+                msg_type: [
+                    MessageType::MsgAppResp,
+                    MessageType::MsgVoteResp,
+                    MessageType::MsgHeartbeatResp,
+                ][i as usize % 3] as i32,
+                from: 2,
+                to: 1,
+                term: 1 + i / 1000,
+                index: i,
+                reject: i % 7 == 0,
+                reject_hint: i % 5,
+                context: (i % 11 == 0).then(|| bytes::Bytes::from(vec![i as u8; 8])),
+                ..Default::default()
+            })
+            .collect();
+        paced_send(&b, &ra, back.clone());
+        assert_eq!(*ra.got.lock().unwrap(), back, "{io:?}: replies");
+
+        let sa = a.stats();
+        assert_eq!(
+            sa.peers[0].pipeline_messages, 0,
+            "{io:?}: everything went by stream"
+        );
+        assert_eq!(
+            (
+                sa.peers[0].sent_failures,
+                b.stats().peers[0].received_failures
+            ),
+            (0, 0)
+        );
+        assert!(
+            ra.unreachable.lock().unwrap().is_empty(),
+            "{io:?}: no unreachable reports"
+        );
+        assert!(a.active_since(2).is_some() && b.active_since(1).is_some());
+        assert_eq!((a.active_peers(), b.active_peers()), (1, 1));
+        assert_eq!(
+            sa.io.name(),
+            if io == rafthttp::io::IoMode::Epoll {
+                "epoll"
+            } else {
+                "uring"
+            }
+        );
+        a.stop();
+        b.stop();
+    }
+}
