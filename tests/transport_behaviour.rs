@@ -1,0 +1,348 @@
+//! The transport's behaviours, each named, each on both I/O drivers where it involves I/O.
+
+#[path = "common/transport.rs"]
+mod tc;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rafthttp::raftpb::{Entry, Message, MessageType};
+use rafthttp::transport::peer::{Peer, QueueSizes};
+use rafthttp::transport::stream_writer::StreamWriter;
+use rafthttp::transport::{FatalError, SnapshotStatus};
+use rafthttp::version::{LocalVersions, StreamType, Version};
+use rafthttp::workload::AppSource;
+use tc::{io_modes, pair, start, url, wait_until, Recorder};
+
+#[test]
+fn removed_member_learns_it_from_the_stream_dial_within_one_dial() {
+    for io in io_modes() {
+        let (b, rb) = start(2, io, |_| {});
+        rb.removed.lock().unwrap().insert(1);
+        let (a, ra) = start(1, io, |_| {});
+        let errors = a.take_errors().unwrap();
+        let t0 = Instant::now();
+        a.add_peer(2, &[url(&b)]).unwrap();
+        let e = errors
+            .recv_timeout(Duration::from_secs(2))
+            .expect("a fatal error");
+        assert_eq!(e, FatalError::MemberRemoved);
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "{io:?}: took {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            rb.got.lock().unwrap().is_empty(),
+            "no message was needed to learn it"
+        );
+        assert_eq!(
+            a.stats().peers[0].pipeline_messages,
+            0,
+            "no pipeline POST was sent"
+        );
+        drop(ra);
+    }
+}
+
+#[test]
+fn pipeline_carries_messages_while_no_stream_is_up() {
+    for io in io_modes() {
+        let (a, _ra) = start(1, io, |_| {});
+        // B does not know A: A's stream dials get 404, so A falls back to the pipeline,
+        // whose handler needs no peer.
+        let (b, rb) = start(2, io, |_| {});
+        a.add_peer(2, &[url(&b)]).unwrap();
+        let msgs: Vec<Message> = (0..200u64)
+            .map(|i| Message {
+                msg_type: MessageType::MsgHeartbeat as i32,
+                from: 1,
+                to: 2,
+                term: 3,
+                commit: i,
+                ..Default::default()
+            })
+            .collect();
+        for chunk in msgs.chunks(20) {
+            a.send(chunk);
+            let n = rb.got.lock().unwrap().len();
+            rb.wait_for(n + chunk.len(), Duration::from_secs(5));
+        }
+        let n = rb.wait_for(200, Duration::from_secs(5));
+        assert_eq!(
+            n,
+            200,
+            "{io:?}: stats {:?}, unreachable {:?}",
+            a.stats(),
+            _ra.unreachable.lock().unwrap()
+        );
+        let mut got = rb.got.lock().unwrap().clone();
+        got.sort_by_key(|m| m.commit); // up to 4 POSTs in flight: order is not kept
+        assert_eq!(got, msgs);
+        // The sender counts a message when its 204 arrives, just after the receiver has it.
+        wait_until(Duration::from_secs(5), || {
+            a.stats().peers[0].pipeline_messages == 200
+        });
+        assert_eq!(a.stats().peers[0].streams_attached, (false, false));
+        assert!(_ra.unreachable.lock().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn versions_are_refused_both_ways() {
+    for io in io_modes() {
+        // A speaks like etcd 2.3: B (3.5) answers its dials and posts with 412.
+        let (old, rold) = start(1, io, |c| {
+            c.versions = LocalVersions {
+                server: Version::new(2, 3, 0),
+                min_cluster: Version::new(2, 2, 0),
+            }
+        });
+        let (b, rb) = start(2, io, |_| {});
+        old.add_peer(2, &[url(&b)]).unwrap();
+        b.add_peer(1, &[url(&old)]).unwrap();
+        old.send_message(Message {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            from: 1,
+            to: 2,
+            ..Default::default()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            rb.got.lock().unwrap().is_empty(),
+            "{io:?}: nothing from a 2.3 member gets through"
+        );
+        assert!(
+            !b.stats().peers[0].streams_attached.0,
+            "{io:?}: its dials were refused"
+        );
+        // A member whose minimum cluster version is above ours is refused as well.
+        let (new, _rnew) = start(3, io, |c| {
+            c.versions = LocalVersions {
+                server: Version::new(4, 1, 0),
+                min_cluster: Version::new(4, 0, 0),
+            }
+        });
+        new.add_peer(2, &[url(&b)]).unwrap();
+        b.add_peer(3, &[url(&new)]).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let s = b.stats();
+        let three = s.peers.iter().find(|p| p.id == 3).unwrap();
+        assert_eq!(three.streams_attached, (false, false), "{io:?}");
+        drop(rold);
+    }
+}
+
+fn peer_with(
+    rec: &Arc<Recorder>,
+    sizes: QueueSizes,
+) -> (Arc<Peer>, rafthttp::transport::peer::PeerReceivers) {
+    Peer::new(
+        1,
+        2,
+        vec!["http://127.0.0.1:1".parse().unwrap()],
+        sizes,
+        rec.clone(),
+        false,
+    )
+}
+
+#[test]
+fn a_full_stream_queue_drops_and_reports_unreachable() {
+    let rec = Arc::new(Recorder::default());
+    let (peer, _rx) = peer_with(
+        &rec,
+        QueueSizes {
+            stream: 8,
+            pipeline: 2,
+            recv: 8,
+        },
+    );
+    let _writer = StreamWriter::attach(peer.clone(), StreamType::MsgAppV2, Duration::from_secs(60));
+    let mut src = AppSource::new(1, 2, 1, 8);
+    for _ in 0..8 {
+        peer.send(src.next_message());
+    }
+    assert!(rec.unreachable.lock().unwrap().is_empty());
+    peer.send(src.next_message());
+    assert_eq!(
+        *rec.unreachable.lock().unwrap(),
+        vec![2],
+        "the ninth is dropped and reported"
+    );
+    assert_eq!(
+        peer.counters
+            .sent_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // A MsgSnap goes by pipeline; when that is full it is reported as a failed snapshot.
+    for _ in 0..3 {
+        peer.send(Message {
+            msg_type: MessageType::MsgSnap as i32,
+            to: 2,
+            ..Default::default()
+        });
+    }
+    assert_eq!(
+        *rec.snapshots.lock().unwrap(),
+        vec![(2, SnapshotStatus::Failure)]
+    );
+}
+
+#[test]
+fn queued_messages_are_outdated_by_a_new_connection_with_one_report() {
+    let rec = Arc::new(Recorder::default());
+    let (peer, _rx) = peer_with(&rec, QueueSizes::default());
+    let first = StreamWriter::attach(peer.clone(), StreamType::Message, Duration::from_secs(60));
+    for i in 0..5 {
+        peer.send(Message {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            to: 2,
+            from: 1,
+            commit: i,
+            ..Default::default()
+        });
+    }
+    assert_eq!(peer.message.len(), 5);
+    let second = StreamWriter::attach(peer.clone(), StreamType::Message, Duration::from_secs(60));
+    assert_eq!(
+        peer.message.len(),
+        0,
+        "nothing queued for the old connection survives"
+    );
+    assert_eq!(
+        *rec.unreachable.lock().unwrap(),
+        vec![2],
+        "reported exactly once"
+    );
+    drop((first, second));
+    // With nothing queued, a replacement reports nothing.
+    let _third = StreamWriter::attach(peer.clone(), StreamType::Message, Duration::from_secs(60));
+    assert_eq!(rec.unreachable.lock().unwrap().len(), 1);
+}
+
+/// Collects log output for the duration of a closure.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn receive_drops_are_logged_with_hex_ids_at_warn_while_active() {
+    for (from, hex) in [(2u64, "2"), (0x8e9e05c52164694d, "8e9e05c52164694d")] {
+        let logs = Logs::default();
+        let w = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let rec = Arc::new(Recorder::default());
+            let (peer, _rx) = Peer::new(
+                1,
+                from,
+                vec!["http://127.0.0.1:1".parse().unwrap()],
+                QueueSizes {
+                    recv: 4,
+                    ..QueueSizes::default()
+                },
+                rec,
+                false,
+            );
+            peer.status.activate();
+            let prop = || Message {
+                msg_type: MessageType::MsgProp as i32,
+                from,
+                to: 1,
+                ..Default::default()
+            };
+            for _ in 0..4 {
+                peer.deliver(prop());
+            }
+            peer.deliver(prop());
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("since receiving buffer is full"))
+            .expect("a drop line");
+        assert!(
+            line.contains(&format!(
+                "dropped MsgProp from {hex} since receiving buffer is full"
+            )),
+            "{line}"
+        );
+        assert!(line.contains("WARN"), "{line}");
+        assert!(!text.contains("%!"), "{text}");
+    }
+}
+
+#[test]
+fn msgappv2_round_trips_across_term_changes_and_reconnects() {
+    for io in io_modes() {
+        let (a, _ra, b, rb) = pair(io);
+        let mut sent = Vec::new();
+        let mut index = 0u64;
+        let mut msg = |term: u64, log_term: u64, n: u64| {
+            let m = Message {
+                msg_type: MessageType::MsgApp as i32,
+                from: 1,
+                to: 2,
+                term,
+                log_term,
+                index,
+                commit: index,
+                entries: (1..=n)
+                    .map(|k| Entry {
+                        term,
+                        index: index + k,
+                        data: Some(vec![k as u8; 10].into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            index += n;
+            m
+        };
+        for (term, log_term) in [(1, 1), (1, 1), (2, 1), (2, 2), (2, 2), (5, 2), (5, 5)] {
+            sent.push(msg(term, log_term, 3));
+        }
+        for m in &sent {
+            a.send_message(m.clone());
+        }
+        assert_eq!(
+            rb.wait_for(sent.len(), Duration::from_secs(5)),
+            sent.len(),
+            "{io:?}"
+        );
+        // Reconnect: both ends start a fresh (term, index) state.
+        a.remove_peer(2);
+        b.remove_peer(1);
+        a.add_peer(2, &[url(&b)]).unwrap();
+        b.add_peer(1, &[url(&a)]).unwrap();
+        wait_until(Duration::from_secs(10), || {
+            tc::streams_up(&a) && tc::streams_up(&b)
+        });
+        let more = vec![msg(5, 5, 2), msg(5, 5, 2), msg(6, 5, 1)];
+        for m in &more {
+            a.send_message(m.clone());
+        }
+        sent.extend(more);
+        assert_eq!(
+            rb.wait_for(sent.len(), Duration::from_secs(5)),
+            sent.len(),
+            "{io:?}"
+        );
+        assert_eq!(*rb.got.lock().unwrap(), sent, "{io:?}");
+    }
+}
