@@ -346,3 +346,60 @@ fn msgappv2_round_trips_across_term_changes_and_reconnects() {
         assert_eq!(*rb.got.lock().unwrap(), sent, "{io:?}");
     }
 }
+
+#[test]
+fn snapshots_stream_to_the_receivers_hook_and_report_their_outcome() {
+    for io in io_modes() {
+        let (a, ra, _b, rb) = pair(io);
+        let size = 16u64 << 20;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let sum = data
+            .iter()
+            .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+        let mut envelope = Message {
+            msg_type: MessageType::MsgSnap as i32,
+            from: 1,
+            to: 2,
+            term: 4,
+            ..Default::default()
+        };
+        envelope.snapshot.metadata.index = 77;
+        envelope.snapshot.metadata.term = 3;
+        envelope.snapshot.metadata.conf_state.voters = vec![1, 2];
+        a.send_snapshot(envelope.clone(), std::io::Cursor::new(data.clone()), size);
+        assert_eq!(
+            ra.wait_snapshots(1, Duration::from_secs(20)),
+            vec![(2, SnapshotStatus::Finish)],
+            "{io:?}"
+        );
+        assert_eq!(
+            *rb.snapshot_data.lock().unwrap(),
+            vec![(77, size, sum)],
+            "{io:?}: all bytes, in order"
+        );
+        assert_eq!(
+            rb.got.lock().unwrap().last(),
+            Some(&envelope),
+            "{io:?}: process saw the envelope"
+        );
+
+        // A reader shorter or longer than the size it was sent with fails the send.
+        a.send_snapshot(envelope.clone(), std::io::Cursor::new(vec![1u8; 500]), 1000);
+        a.send_snapshot(
+            envelope.clone(),
+            std::io::Cursor::new(vec![1u8; 1500]),
+            1000,
+        );
+        let reports = ra.wait_snapshots(3, Duration::from_secs(10));
+        assert_eq!(
+            &reports[1..],
+            &[(2, SnapshotStatus::Failure), (2, SnapshotStatus::Failure)],
+            "{io:?}"
+        );
+        assert_eq!(
+            rb.snapshot_data.lock().unwrap().len(),
+            1,
+            "{io:?}: no partial snapshot was processed"
+        );
+    }
+}

@@ -270,6 +270,63 @@ impl<B: Backend> Client<B> {
         Ok(ClientResponse { status, head, body })
     }
 
+    /// Sends a request whose body is produced as it goes (chunked), on a new connection:
+    /// each piece from `body` is written as one chunk; `Err` from it aborts the request.
+    /// Reads the whole response.
+    pub async fn request_streamed(
+        &self,
+        url: &PeerUrl,
+        method: &str,
+        path: &str,
+        headers: &[(&'static str, HeaderValue)],
+        body: &mut tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    ) -> Result<ClientResponse, ClientError> {
+        let mut io = self.dial(url).await?;
+        write_request_head(
+            io.out(),
+            method,
+            path,
+            &url.authority,
+            headers,
+            Framing::Chunked,
+        );
+        io.flush(None).await?;
+        while let Some(piece) = body.recv().await {
+            let piece = piece.map_err(|e| HttpError::Io(std::io::Error::other(e)))?;
+            if piece.is_empty() {
+                continue;
+            }
+            let mut header = [0u8; 20];
+            let n = {
+                use std::io::Write as _;
+                let mut w = &mut header[..];
+                let _ = write!(w, "{:x}\r\n", piece.len());
+                20 - w.len()
+            };
+            io.write_vectored(vec![
+                Bytes::copy_from_slice(&header[..n]),
+                piece,
+                Bytes::from_static(b"\r\n"),
+            ])
+            .await?;
+        }
+        io.write(Bytes::from_static(super::chunked::LAST_CHUNK))
+            .await?;
+        let timeouts = io.timeouts();
+        let head = io
+            .read_head(HeadKind::Response, timeouts.read)
+            .await?
+            .ok_or(HttpError::Closed("response head"))?;
+        let mut dec = BodyDecoder::new(
+            head.body_framing().map_err(HttpError::from)?,
+            &self.config.limits,
+        );
+        let body = io.read_body_to_end(&mut dec, self.config.max_body).await?;
+        let status = status_of(&head);
+        io.release(&self.pool);
+        Ok(ClientResponse { status, head, body })
+    }
+
     /// Opens a GET stream: sends the request on a new connection and returns once the
     /// response head has arrived; the body is then read with [`StreamResponse::next`].
     pub async fn get_stream(

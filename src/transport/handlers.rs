@@ -164,6 +164,11 @@ async fn snapshot(shared: Arc<Shared>, req: Request) -> Response {
     };
     let mut dec = SnapshotDecoder::new(&shared.config.limits);
     let mut envelope: Option<Message> = None;
+    // The application's hook reads the data on a worker thread, fed from here.
+    let mut hook: Option<SnapshotHook> = None;
+    // Set only once the whole body has arrived: a hook whose feed ends without it sees an
+    // error, never a clean end of a partial snapshot.
+    let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bad = |e: String| {
         finish(
             post_base(local),
@@ -185,24 +190,94 @@ async fn snapshot(shared: Arc<Shared>, req: Request) -> Response {
                             Response::error(400, "wrong raft message type"),
                         );
                     }
+                    let (tx, data_rx) = tokio::sync::mpsc::channel(16);
+                    let (raft, env, complete) =
+                        (shared.raft.clone(), (*m).clone(), complete.clone());
+                    let job = tokio::task::spawn_blocking(move || {
+                        let mut reader = ChannelReader {
+                            rx: data_rx,
+                            current: Bytes::new(),
+                            complete,
+                        };
+                        raft.receive_snapshot(&env, &mut reader)
+                    });
+                    hook = Some((tx, job));
                     envelope = Some(*m);
                 }
-                // The database bytes; a hook for the application to store them is next.
-                Ok(Some(SnapshotPart::Data(_))) => {}
+                Ok(Some(SnapshotPart::Data(d))) => {
+                    if let Some((tx, _)) = &hook {
+                        // If the hook stopped reading after an error, that is reported
+                        // when it returns.
+                        let _ = tx.send(d).await;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => return bad(e.to_string()),
             }
         }
     }
-    let (Some(m), Ok(_)) = (envelope, dec.finish()) else {
+    let (Some(m), Ok(size)) = (envelope, dec.finish()) else {
         return bad("unexpected EOF".to_string());
     };
+    if let Some((tx, job)) = hook {
+        complete.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(tx);
+        let saved = job.await.unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = saved {
+            tracing::warn!(local_member_id = %format_args!("{:x}", local.id), error = %e, "failed to save KV snapshot");
+            return finish(
+                post_base(local),
+                Response::error(500, &format!("failed to save KV snapshot ({e})")),
+            );
+        }
+    }
+    if let Some(peer) = shared.peer(m.from) {
+        peer.counters
+            .received_bytes
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing::info!(local_member_id = %format_args!("{:x}", local.id), remote_snapshot_sender_id = %format_args!("{:x}", m.from), snapshot_index = m.snapshot.metadata.index, bytes = size, "received and saved database snapshot");
     match process(&shared, m).await {
         Ok(()) => finish(post_base(local), Response::empty(204)),
         Err(e) => finish(
             post_base(local),
             Response::error(500, &format!("failed to process raft message ({e})")),
         ),
+    }
+}
+
+/// The feed of the application's snapshot hook and the worker running it.
+type SnapshotHook = (
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<Result<(), String>>,
+);
+
+/// A blocking `Read` over the snapshot data arriving on the I/O thread. It ends cleanly
+/// only if the handler marked the body complete; otherwise the reader gets an error.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+    complete: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None if self.complete.load(std::sync::atomic::Ordering::SeqCst) => return Ok(0),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "snapshot body ended early",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
     }
 }
 

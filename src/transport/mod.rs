@@ -13,6 +13,7 @@ pub mod peer_status;
 pub mod pipeline;
 pub mod queue;
 pub mod raft;
+pub mod snapshot_sender;
 pub mod stream_reader;
 pub mod stream_writer;
 pub mod url_picker;
@@ -416,6 +417,33 @@ impl Transport {
             None => {
                 tracing::debug!(to = %format_args!("{:x}", m.to), "ignored message (sent to unknown peer)")
             }
+        }
+    }
+
+    /// Sends a snapshot to `m.to`: the MsgSnap envelope `m`, then exactly `size` bytes of
+    /// database from `data`, streamed (etcd's `SendSnapshot`). Returns at once; the
+    /// outcome comes through [`Raft::report_snapshot`].
+    pub fn send_snapshot(&self, m: Message, data: impl std::io::Read + Send + 'static, size: u64) {
+        let to = m.to;
+        let sent = self
+            .shared
+            .peer(to)
+            .filter(|p| !p.is_paused())
+            .and_then(|peer| {
+                let io = self.shared.io.lock().unwrap_or_else(|p| p.into_inner());
+                let task = snapshot_sender::SnapshotSend {
+                    shared: self.shared.clone(),
+                    peer,
+                    envelope: m,
+                    data: Box::new(data),
+                    size,
+                };
+                io.as_ref()?.spawn_task(task).ok()
+            });
+        if sent.is_none() {
+            self.shared
+                .raft
+                .report_snapshot(to, SnapshotStatus::Failure);
         }
     }
 

@@ -35,6 +35,21 @@ pub trait Raft: Send + Sync + 'static {
     fn report_unreachable(&self, id: u64);
     /// How a snapshot to `id` ended.
     fn report_snapshot(&self, id: u64, status: SnapshotStatus);
+
+    /// Receives a snapshot's database bytes (what followed the envelope on
+    /// `POST /raft/snapshot`), before `process(envelope)` is called. Runs on a worker
+    /// thread; `data` streams the bytes as they arrive and ends with the body. An `Err`
+    /// is answered with 500 `failed to save KV snapshot (…)`. The default discards them.
+    fn receive_snapshot(
+        &self,
+        envelope: &Message,
+        data: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        let _ = envelope;
+        std::io::copy(data, &mut std::io::sink())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A fatal error, delivered on the transport's error channel: the application should

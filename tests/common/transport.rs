@@ -16,6 +16,8 @@ pub struct Recorder {
     pub unreachable: Mutex<Vec<u64>>,
     pub snapshots: Mutex<Vec<(u64, SnapshotStatus)>>,
     pub removed: Mutex<HashSet<u64>>,
+    /// (snapshot index, bytes received, sum of the bytes) per received snapshot.
+    pub snapshot_data: Mutex<Vec<(u64, u64, u64)>>,
     cv: Condvar,
 }
 
@@ -36,10 +38,45 @@ impl Raft for Recorder {
     }
     fn report_snapshot(&self, id: u64, status: SnapshotStatus) {
         self.snapshots.lock().unwrap().push((id, status));
+        self.cv.notify_all();
+    }
+    fn receive_snapshot(
+        &self,
+        envelope: &Message,
+        data: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        let (mut len, mut sum, mut buf) = (0u64, 0u64, vec![0u8; 65536]);
+        loop {
+            let n = data.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            sum = buf[..n]
+                .iter()
+                .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+        }
+        self.snapshot_data
+            .lock()
+            .unwrap()
+            .push((envelope.snapshot.metadata.index, len, sum));
+        Ok(())
     }
 }
 
 impl Recorder {
+    /// Waits until `n` snapshot reports arrived (or `timeout`).
+    pub fn wait_snapshots(&self, n: usize, timeout: Duration) -> Vec<(u64, SnapshotStatus)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.snapshots.lock().unwrap().clone();
+            if s.len() >= n || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits until at least `n` messages arrived (or `timeout`); returns how many did.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;

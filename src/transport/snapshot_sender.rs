@@ -1,0 +1,170 @@
+//! etcd's `snapshotSender`: sends one snapshot as `POST /raft/snapshot`, the envelope
+//! followed by exactly `size` bytes of database read from the application's reader, in
+//! chunks, never gathered whole. A short or long reader fails the send, as etcd's does.
+
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::peer::Peer;
+use super::peer_status::{Change, FailureType};
+use super::raft::{FatalError, SnapshotStatus};
+use super::Shared;
+use crate::codec::encode_snapshot_envelope;
+use crate::http::client::{Client, ClientConfig};
+use crate::http::write::HeaderValue;
+use crate::io::{Backend, BufferPool, IoTask};
+use crate::raftpb::Message;
+
+/// Bytes read from the application's reader per chunk.
+const PIECE: usize = 64 * 1024;
+
+/// One snapshot on its way to a peer.
+pub struct SnapshotSend {
+    /// The transport.
+    pub shared: Arc<Shared>,
+    /// To whom.
+    pub peer: Arc<Peer>,
+    /// The MsgSnap envelope.
+    pub envelope: Message,
+    /// The database bytes.
+    pub data: Box<dyn Read + Send>,
+    /// How many bytes `data` must yield.
+    pub size: u64,
+}
+
+/// Reads exactly `size` bytes from `data` into `tx`, then checks nothing is left.
+fn pump(
+    mut data: Box<dyn Read + Send>,
+    size: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+) {
+    let mut left = size;
+    loop {
+        let want = (left.min(PIECE as u64) as usize).max(1);
+        let mut buf = BytesMut::zeroed(want);
+        let n = match data.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.to_string()));
+                return;
+            }
+        };
+        if n == 0 {
+            if left > 0 {
+                let _ = tx.blocking_send(Err(format!(
+                    "unexpected EOF: {left} of {size} snapshot bytes missing"
+                )));
+            }
+            return;
+        }
+        if left == 0 {
+            let _ = tx.blocking_send(Err(format!(
+                "snapshot reader yields more than {size} bytes"
+            )));
+            return;
+        }
+        let n = n.min(left as usize);
+        left -= n as u64;
+        buf.truncate(n);
+        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+            return;
+        }
+    }
+}
+
+impl IoTask for SnapshotSend {
+    type Output = ();
+
+    async fn run<B: Backend>(self) {
+        let SnapshotSend {
+            shared,
+            peer,
+            envelope,
+            data,
+            size,
+        } = self;
+        let cfg = &shared.config;
+        let client: Client<B> = Client::new(
+            ClientConfig {
+                timeouts: cfg.timeouts,
+                limits: cfg.limits,
+                ..ClientConfig::default()
+            },
+            Rc::new(BufferPool::new(16 * 1024, 1)),
+        );
+        let local = &shared.local;
+        let headers = [
+            (
+                "Content-Type",
+                HeaderValue::Static("application/octet-stream"),
+            ),
+            ("X-Server-From", HeaderValue::Hex(local.id)),
+            (
+                "X-Server-Version",
+                HeaderValue::Shared(local.server_version_text.clone()),
+            ),
+            (
+                "X-Min-Cluster-Version",
+                HeaderValue::Shared(shared.min_version_text.clone()),
+            ),
+            (
+                "X-Etcd-Cluster-Id",
+                HeaderValue::Shared(local.cluster_text.clone()),
+            ),
+            ("X-Peerurls", HeaderValue::Shared(shared.advertise.clone())),
+        ];
+        let index = envelope.snapshot.metadata.index;
+        tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sending database snapshot");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let mut head = BytesMut::new();
+        encode_snapshot_envelope(&envelope, &mut head);
+        let _ = tx.send(Ok(head.freeze())).await;
+        let reader = tokio::task::spawn_blocking(move || pump(data, size, tx));
+        let Some(url) = peer.urls.pick() else { return };
+        let result = client
+            .request_streamed(&url, "POST", "/raft/snapshot", &headers, &mut rx)
+            .await;
+        drop(rx);
+        let _ = reader.await;
+        let error = match result {
+            Ok(r) if r.status == 204 => {
+                peer.status.activate();
+                peer.counters.sent_bytes.fetch_add(size, Relaxed);
+                peer.raft().report_snapshot(peer.id, SnapshotStatus::Finish);
+                tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sent database snapshot");
+                return;
+            }
+            Ok(r) if r.status == 403 => {
+                let _ = shared.fatal.try_send(FatalError::MemberRemoved);
+                FatalError::MemberRemoved.to_string()
+            }
+            Ok(r) => format!(
+                "unexpected http status {} while posting to {:?}: {}",
+                r.status,
+                format!("{url}/raft/snapshot"),
+                String::from_utf8_lossy(&r.body).trim_end()
+            ),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), error = %error, "failed to send database snapshot");
+        peer.urls.unreachable(&url);
+        if peer.status.deactivate(
+            FailureType {
+                source: "sendMsgSnap",
+                action: "post",
+            },
+            &error,
+        ) == Change::BecameInactive
+        {
+            peer.counters.disconnects.fetch_add(1, Relaxed);
+        }
+        peer.counters.sent_failures.fetch_add(1, Relaxed);
+        peer.raft().report_unreachable(peer.id);
+        peer.raft()
+            .report_snapshot(peer.id, SnapshotStatus::Failure);
+    }
+}
