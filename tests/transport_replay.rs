@@ -1,6 +1,6 @@
-//! Replays every request etcd 3.4.23's leader answered in `probe-leader/` against our
-//! transport configured as that leader (m2: ID, cluster ID, peers and `3.4.23` from
-//! `ids.json`), and compares the status line, the body (ignoring Go's error text inside
+//! Replays every request etcd 3.4.23's leader answered in `probe-leader/` against
+//! `rafthttp peer` configured as that leader (m2: ID, cluster ID, peers and `3.4.23` from
+//! `ids.json`), on each I/O backend, and compares the status line, the body (ignoring Go's error text inside
 //! parentheses) and the `X-Etcd-Cluster-Id`, `X-Server-Version` and `Allow` headers.
 //!
 //! Exceptions, where our answer differs on purpose:
@@ -20,8 +20,6 @@ use std::time::Duration;
 
 use rafthttp::http::head::Head;
 use rafthttp::io::IoMode;
-use rafthttp::transport::{Config, Transport};
-use rafthttp::version::{LocalVersions, Version};
 use serde_json::Value;
 
 const M1: u64 = 0x5f1298836671828d;
@@ -78,20 +76,55 @@ fn etcds_answers_to_good_and_bad_requests_are_reproduced() {
         serde_json::from_slice(&std::fs::read(dir.join("probe-leader/index.json")).unwrap())
             .unwrap();
     for io in tc::io_modes() {
-        let mut cfg = Config::new(M2, 0x332b4329fb5bbb93);
-        cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        cfg.io = io;
-        cfg.advertise_urls = vec!["http://127.0.0.1:23802".into()];
-        cfg.versions = LocalVersions {
-            server: Version::new(3, 4, 23),
-            min_cluster: Version::new(3, 0, 0),
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let io_name = if io == IoMode::Epoll {
+            "epoll"
+        } else {
+            "uring"
         };
-        let rec = std::sync::Arc::new(tc::Recorder::default());
-        let t = Transport::start(cfg, rec.clone()).unwrap();
-        // The captured cluster's members; nothing listens there, which is fine.
-        t.add_peer(M1, &["http://127.0.0.1:1"]).unwrap();
-        t.add_peer(M3, &["http://127.0.0.1:1"]).unwrap();
-        let addr = t.local_addrs()[0];
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rafthttp"))
+            .args([
+                "peer",
+                "--id",
+                &format!("{M2:x}"),
+                "--cluster-id",
+                "332b4329fb5bbb93",
+                "--server-version",
+                "3.4.23",
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--advertise",
+                "http://127.0.0.1:23802",
+                "--io",
+                io_name,
+            ])
+            // The captured cluster's other members; nothing listens there, which is fine.
+            .args([
+                "--peer",
+                &format!("{M1:x}=http://127.0.0.1:1"),
+                "--peer",
+                &format!("{M3:x}=http://127.0.0.1:1"),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::BufRead;
+            let mut first = String::new();
+            std::io::BufReader::new(child.stderr.as_mut().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            assert!(first.contains(r#""event":"started""#), "{first}");
+        }
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut compared = 0;
         for case in index["cases"].as_array().unwrap() {
             let name = case["case"].as_str().unwrap();
@@ -146,7 +179,7 @@ fn etcds_answers_to_good_and_bad_requests_are_reproduced() {
             compared += 1;
         }
         assert_eq!(compared, 32, "{io:?}");
-        t.stop();
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = IoMode::Auto;
 }

@@ -1,6 +1,7 @@
 //! The `rafthttp` command line.
 
 pub mod decode;
+pub mod peer;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Decode rafthttp stream, pipeline or snapshot bytes into JSON lines, one per frame.
     Decode(decode::DecodeArgs),
+    /// Run one standalone rafthttp endpoint: send JSON lines from stdin, print what
+    /// arrives on stdout and peer events on stderr.
+    Peer(peer::PeerArgs),
 }
 
 /// Parses a member or cluster ID in etcd's hex form, for flags.
