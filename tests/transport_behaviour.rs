@@ -403,3 +403,76 @@ fn snapshots_stream_to_the_receivers_hook_and_report_their_outcome() {
         );
     }
 }
+
+#[test]
+fn metrics_use_etcds_names_and_the_prober_records_round_trips() {
+    let io = io_modes()[0];
+    let (a, _ra) = start(1, io, |c| c.probe_interval = Duration::from_millis(20));
+    let (b, rb) = start(2, io, |c| c.probe_interval = Duration::from_millis(20));
+    a.add_peer(2, &[url(&b)]).unwrap();
+    b.add_peer(1, &[url(&a)]).unwrap();
+    wait_until(Duration::from_secs(10), || {
+        tc::streams_up(&a) && tc::streams_up(&b)
+    });
+    let mut src = AppSource::new(1, 2, 1, 64);
+    for _ in 0..100 {
+        a.send_message(src.next_message());
+    }
+    rb.wait_for(100, Duration::from_secs(5));
+    let mut envelope = Message {
+        msg_type: MessageType::MsgSnap as i32,
+        from: 1,
+        to: 2,
+        ..Default::default()
+    };
+    envelope.snapshot.metadata.index = 5;
+    a.send_snapshot(envelope, std::io::Cursor::new(vec![0u8; 1000]), 1000);
+    _ra.wait_snapshots(1, Duration::from_secs(5));
+    wait_until(Duration::from_secs(5), || {
+        a.metrics_text()
+            .contains("etcd_network_peer_round_trip_time_seconds_count{To=\"2\"} 3")
+    });
+    let text = a.metrics_text();
+    let value = |line_start: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+    };
+    assert!(value("etcd_network_peer_sent_bytes_total{To=\"2\"}") > 100 * 64);
+    assert_eq!(value("etcd_network_peer_sent_failures_total{To=\"2\"}"), 0);
+    assert_eq!(
+        value("etcd_network_active_peers{Local=\"1\",Remote=\"2\"}"),
+        1
+    );
+    assert_eq!(value("etcd_network_snapshot_send_success{To=\"2\"}"), 1);
+    assert_eq!(
+        value("etcd_network_snapshot_send_inflights_total{To=\"2\"}"),
+        0
+    );
+    assert!(text.contains("# TYPE etcd_network_peer_round_trip_time_seconds histogram"));
+    assert!(
+        text.contains("etcd_network_peer_round_trip_time_seconds_bucket{To=\"2\",le=\"0.0001\"}")
+    );
+    assert!(
+        b.metrics_text()
+            .contains("etcd_network_snapshot_receive_success{From=\"1\"} 1"),
+        "{}",
+        b.metrics_text()
+    );
+    b.send_message(Message {
+        msg_type: MessageType::MsgAppResp as i32,
+        from: 2,
+        to: 1,
+        index: 100,
+        ..Default::default()
+    });
+    assert_eq!(_ra.wait_for(1, Duration::from_secs(5)), 1);
+    let text = a.metrics_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("etcd_network_peer_received_bytes_total{From=\"2\"}"))
+        .unwrap();
+    assert_ne!(line.rsplit(' ').next(), Some("0"), "{line}");
+}

@@ -155,7 +155,34 @@ async fn snapshot(shared: Arc<Shared>, req: Request) -> Response {
     if let Err(r) = check_post(local, &req.method, &req.head) {
         return *r;
     }
-    add_remote_from(&shared, &req);
+    let from = req.head.header_str("x-server-from").and_then(id_from_hex);
+    let peer = from.and_then(|id| shared.peer(id));
+    let started = std::time::Instant::now();
+    if let Some(p) = &peer {
+        p.counters
+            .snapshot_receive
+            .inflight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let response = receive_snapshot(&shared, req).await;
+    if let Some(p) = &peer {
+        let m = &p.counters.snapshot_receive;
+        m.inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if response.status == 204 {
+            m.success.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.duration.observe(started.elapsed().as_secs_f64());
+        } else {
+            m.failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    response
+}
+
+async fn receive_snapshot(shared: &Arc<Shared>, req: Request) -> Response {
+    let local = &shared.local;
+    add_remote_from(shared, &req);
     let RequestBody::Stream(mut rx) = req.body else {
         return finish(
             post_base(local),
@@ -237,7 +264,7 @@ async fn snapshot(shared: Arc<Shared>, req: Request) -> Response {
             .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
     }
     tracing::info!(local_member_id = %format_args!("{:x}", local.id), remote_snapshot_sender_id = %format_args!("{:x}", m.from), snapshot_index = m.snapshot.metadata.index, bytes = size, "received and saved database snapshot");
-    match process(&shared, m).await {
+    match process(shared, m).await {
         Ok(()) => finish(post_base(local), Response::empty(204)),
         Err(e) => finish(
             post_base(local),

@@ -8,9 +8,11 @@
 
 pub mod checks;
 pub mod handlers;
+pub mod metrics;
 pub mod peer;
 pub mod peer_status;
 pub mod pipeline;
+pub mod prober;
 pub mod queue;
 pub mod raft;
 pub mod snapshot_sender;
@@ -68,6 +70,8 @@ pub struct Config {
     pub dial_retry: Duration,
     /// Link heartbeat period (ConnReadTimeout / 3).
     pub heartbeat: Duration,
+    /// Prober period (ConnReadTimeout − 1 s).
+    pub probe_interval: Duration,
 }
 
 impl Config {
@@ -87,6 +91,7 @@ impl Config {
             queues: QueueSizes::default(),
             dial_retry: Duration::from_millis(100),
             heartbeat: timeouts.read / 3,
+            probe_interval: timeouts.read.saturating_sub(Duration::from_secs(1)),
         }
     }
 }
@@ -199,6 +204,11 @@ impl Shared {
                 };
                 io.spawn_task(reader).map_err(|_| TransportError::Stopped)?;
             }
+            let prober = prober::Prober {
+                shared: me.clone(),
+                peer: peer.clone(),
+            };
+            io.spawn_task(prober).map_err(|_| TransportError::Stopped)?;
         }
         io.spawn_task(pipeline::Pipeline { shared: me, peer })
             .map_err(|_| TransportError::Stopped)?;
@@ -527,6 +537,26 @@ impl Transport {
             io: self.backend,
             peers,
         }
+    }
+
+    /// etcd's `etcd_network_*` metrics in the Prometheus text format, for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let peers: Vec<Arc<Peer>> = {
+            let map = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<_> = map.values().filter(|p| !p.remote_only).cloned().collect();
+            v.sort_by_key(|p| p.id);
+            v
+        };
+        let samples: Vec<metrics::PeerSample<'_>> = peers
+            .iter()
+            .map(|p| metrics::PeerSample {
+                local: p.local,
+                id: p.id,
+                active: p.status.is_active(),
+                counters: &p.counters,
+            })
+            .collect();
+        metrics::render(&samples)
     }
 
     /// Stops: every peer, every connection, the I/O thread.

@@ -37,8 +37,8 @@ impl Default for QueueSizes {
     }
 }
 
-/// Counters for one peer (etcd's `etcd_network_peer_*` metrics).
-#[derive(Debug, Default)]
+/// Counters for one peer (etcd's `etcd_network_*` metrics).
+#[derive(Debug)]
 pub struct PeerCounters {
     /// Bytes sent to the peer (stream bytes counted when written, heartbeats included).
     pub sent_bytes: AtomicU64,
@@ -52,6 +52,28 @@ pub struct PeerCounters {
     pub pipeline_messages: AtomicU64,
     /// Times the peer went from active to inactive.
     pub disconnects: AtomicU64,
+    /// Probe round-trip times, buckets 0.1 ms · 2^k, k = 0..15.
+    pub rtt: super::metrics::Histogram,
+    /// Snapshots sent to the peer.
+    pub snapshot_send: super::metrics::SnapshotMetrics,
+    /// Snapshots received from it.
+    pub snapshot_receive: super::metrics::SnapshotMetrics,
+}
+
+impl Default for PeerCounters {
+    fn default() -> Self {
+        PeerCounters {
+            sent_bytes: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
+            sent_failures: AtomicU64::new(0),
+            received_failures: AtomicU64::new(0),
+            pipeline_messages: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            rtt: super::metrics::Histogram::exponential(0.0001, 16),
+            snapshot_send: Default::default(),
+            snapshot_receive: Default::default(),
+        }
+    }
 }
 
 /// A member we talk to.

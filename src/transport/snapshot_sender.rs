@@ -118,6 +118,9 @@ impl IoTask for SnapshotSend {
             ("X-Peerurls", HeaderValue::Shared(shared.advertise.clone())),
         ];
         let index = envelope.snapshot.metadata.index;
+        let started = std::time::Instant::now();
+        let metrics = &peer.counters.snapshot_send;
+        metrics.inflight.fetch_add(1, Relaxed);
         tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sending database snapshot");
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let mut head = BytesMut::new();
@@ -130,8 +133,11 @@ impl IoTask for SnapshotSend {
             .await;
         drop(rx);
         let _ = reader.await;
+        metrics.inflight.fetch_sub(1, Relaxed);
         let error = match result {
             Ok(r) if r.status == 204 => {
+                metrics.success.fetch_add(1, Relaxed);
+                metrics.duration.observe(started.elapsed().as_secs_f64());
                 peer.status.activate();
                 peer.counters.sent_bytes.fetch_add(size, Relaxed);
                 peer.raft().report_snapshot(peer.id, SnapshotStatus::Finish);
