@@ -158,7 +158,12 @@ fn a_full_stream_queue_drops_and_reports_unreachable() {
             recv: 8,
         },
     );
-    let _writer = StreamWriter::attach(peer.clone(), StreamType::MsgAppV2, Duration::from_secs(60));
+    let _writer = StreamWriter::attach(
+        peer.clone(),
+        StreamType::MsgAppV2,
+        None,
+        Duration::from_secs(60),
+    );
     let mut src = AppSource::new(1, 2, 1, 8);
     for _ in 0..8 {
         peer.send(src.next_message());
@@ -194,7 +199,12 @@ fn a_full_stream_queue_drops_and_reports_unreachable() {
 fn queued_messages_are_outdated_by_a_new_connection_with_one_report() {
     let rec = Arc::new(Recorder::default());
     let (peer, _rx) = peer_with(&rec, QueueSizes::default());
-    let first = StreamWriter::attach(peer.clone(), StreamType::Message, Duration::from_secs(60));
+    let first = StreamWriter::attach(
+        peer.clone(),
+        StreamType::Message,
+        None,
+        Duration::from_secs(60),
+    );
     for i in 0..5 {
         peer.send(Message {
             msg_type: MessageType::MsgHeartbeat as i32,
@@ -205,7 +215,12 @@ fn queued_messages_are_outdated_by_a_new_connection_with_one_report() {
         });
     }
     assert_eq!(peer.message.len(), 5);
-    let second = StreamWriter::attach(peer.clone(), StreamType::Message, Duration::from_secs(60));
+    let second = StreamWriter::attach(
+        peer.clone(),
+        StreamType::Message,
+        None,
+        Duration::from_secs(60),
+    );
     assert_eq!(
         peer.message.len(),
         0,
@@ -218,7 +233,12 @@ fn queued_messages_are_outdated_by_a_new_connection_with_one_report() {
     );
     drop((first, second));
     // With nothing queued, a replacement reports nothing.
-    let _third = StreamWriter::attach(peer.clone(), StreamType::Message, Duration::from_secs(60));
+    let _third = StreamWriter::attach(
+        peer.clone(),
+        StreamType::Message,
+        None,
+        Duration::from_secs(60),
+    );
     assert_eq!(rec.unreachable.lock().unwrap().len(), 1);
 }
 

@@ -133,18 +133,13 @@ fn stream(shared: &Arc<Shared>, req: Request) -> Response {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    if accepted.kind == crate::version::StreamType::MsgAppV1 {
-        // Serving msgapp v1 (profile etcd2.1) is not built yet: refuse rather than serve
-        // a stream we cannot write.
-        return finish(stream_base(local), Response::error(404, "invalid path"));
-    }
     let Some(peer) = shared.peer(accepted.from) else {
         return finish(
             stream_base(local),
             Response::error(404, "error sender not found"),
         );
     };
-    let writer = StreamWriter::attach(peer, accepted.kind, shared.config.heartbeat);
+    let writer = StreamWriter::attach(peer, accepted.kind, accepted.term, shared.config.heartbeat);
     let mut r = stream_base(local);
     r.body = ResponseBody::Stream(Box::new(writer));
     r

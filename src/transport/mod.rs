@@ -236,6 +236,10 @@ pub struct PeerStats {
     pub received_failures: u64,
     /// Messages sent by pipeline.
     pub pipeline_messages: u64,
+    /// Our stream dials that failed (an unsupported stream type is not a failure).
+    pub dial_failures: u64,
+    /// Stream connections the peer attached to our writers.
+    pub stream_attaches: u64,
 }
 
 /// Transport-wide figures.
@@ -530,6 +534,8 @@ impl Transport {
                 sent_failures: p.counters.sent_failures.load(Relaxed),
                 received_failures: p.counters.received_failures.load(Relaxed),
                 pipeline_messages: p.counters.pipeline_messages.load(Relaxed),
+                dial_failures: p.counters.dial_failures.load(Relaxed),
+                stream_attaches: p.counters.stream_attaches.load(Relaxed),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -52,6 +52,10 @@ pub struct PeerCounters {
     pub pipeline_messages: AtomicU64,
     /// Times the peer went from active to inactive.
     pub disconnects: AtomicU64,
+    /// Stream dials of ours that failed (unsupported stream types are not failures).
+    pub dial_failures: AtomicU64,
+    /// Stream connections the peer attached to our writers.
+    pub stream_attaches: AtomicU64,
     /// Probe round-trip times, buckets 0.1 ms · 2^k, k = 0..15.
     pub rtt: super::metrics::Histogram,
     /// Snapshots sent to the peer.
@@ -69,6 +73,8 @@ impl Default for PeerCounters {
             received_failures: AtomicU64::new(0),
             pipeline_messages: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            dial_failures: AtomicU64::new(0),
+            stream_attaches: AtomicU64::new(0),
             rtt: super::metrics::Histogram::exponential(0.0001, 16),
             snapshot_send: Default::default(),
             snapshot_receive: Default::default(),
@@ -102,6 +108,12 @@ pub struct Peer {
     raft: Arc<dyn Raft>,
     paused: AtomicBool,
     stopped: AtomicBool,
+    /// etcd 2.1 routing: only MsgApp with term == logTerm takes the msgapp stream.
+    v21: bool,
+    /// The highest term of any outgoing non-MsgProp message (etcd 2.1's `setTerm`).
+    term: AtomicU64,
+    /// Wakes a v1 reader when `term` rises, so it re-dials with the new `X-Raft-Term`.
+    pub term_changed: tokio::sync::Notify,
     /// Wakes the peer's I/O tasks when it is stopped.
     pub stop_signal: tokio::sync::Notify,
     last_drop_log: std::sync::Mutex<Option<Instant>>,
@@ -122,7 +134,7 @@ pub struct PeerReceivers {
 }
 
 impl Peer {
-    /// A peer `id` at `urls`, as seen by `local`.
+    /// A peer `id` at `urls`, as seen by `local`, with etcd 3 routing.
     pub fn new(
         local: u64,
         id: u64,
@@ -130,6 +142,19 @@ impl Peer {
         sizes: QueueSizes,
         raft: Arc<dyn Raft>,
         remote_only: bool,
+    ) -> (Arc<Peer>, PeerReceivers) {
+        Self::with_profile(local, id, urls, sizes, raft, remote_only, false)
+    }
+
+    /// [`Peer::new`], with etcd 2.1's routing when `v21`.
+    pub fn with_profile(
+        local: u64,
+        id: u64,
+        urls: Vec<PeerUrl>,
+        sizes: QueueSizes,
+        raft: Arc<dyn Raft>,
+        remote_only: bool,
+        v21: bool,
     ) -> (Arc<Peer>, PeerReceivers) {
         let (recvc, recv) = sync_channel(sizes.recv);
         let (propc, prop) = sync_channel(sizes.recv);
@@ -151,6 +176,9 @@ impl Peer {
             raft,
             paused: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            v21,
+            term: AtomicU64::new(0),
+            term_changed: tokio::sync::Notify::new(),
             stop_signal: tokio::sync::Notify::new(),
             last_drop_log: std::sync::Mutex::new(None),
         });
@@ -178,7 +206,14 @@ impl Peer {
         if self.paused.load(Relaxed) || self.stopped.load(Relaxed) {
             return;
         }
-        let is_app = m.msg_type == MessageType::MsgApp as i32;
+        if m.msg_type != MessageType::MsgProp as i32
+            && m.term > self.term.fetch_max(m.term, Relaxed)
+        {
+            self.term_changed.notify_waiters();
+        }
+        // etcd 2.1 streams only MsgApp with term == logTerm (v1 can carry no other).
+        let is_app =
+            m.msg_type == MessageType::MsgApp as i32 && (!self.v21 || m.term == m.log_term);
         let is_snap = m.msg_type == MessageType::MsgSnap as i32;
         let mut m = m;
         if !self.remote_only && !is_snap {
@@ -266,6 +301,11 @@ impl Peer {
                 }
             }
         }
+    }
+
+    /// The highest term seen in outgoing messages to the peer.
+    pub fn term(&self) -> u64 {
+        self.term.load(Relaxed)
     }
 
     /// Pauses (test control): messages to and from the peer are dropped.

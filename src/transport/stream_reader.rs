@@ -14,7 +14,7 @@ use super::peer::Peer;
 use super::peer_status::{Change, FailureType};
 use super::raft::FatalError;
 use super::Shared;
-use crate::codec::{FrameKind, MessageStreamDecoder, MsgAppV2Decoder};
+use crate::codec::{FrameKind, MessageStreamDecoder, MsgAppV1Decoder, MsgAppV2Decoder};
 use crate::http::client::{Client, ClientConfig};
 use crate::http::write::HeaderValue;
 use crate::io::{Backend, BufferPool, Conn, IoTask};
@@ -34,6 +34,7 @@ pub struct StreamReader {
 enum Decoder {
     V2(MsgAppV2Decoder),
     Message(MessageStreamDecoder),
+    V1(MsgAppV1Decoder),
 }
 
 impl IoTask for StreamReader {
@@ -69,24 +70,41 @@ impl IoTask for StreamReader {
             ("X-Raft-To", HeaderValue::Hex(peer.id)),
             ("X-Peerurls", HeaderValue::Shared(shared.advertise.clone())),
         ];
-        let path = self.kind.endpoint(local.id);
-        let failure = |action| FailureType {
-            source: self.kind.log_name(),
-            action,
-        };
+        let v1_allowed = local.profile == super::checks::Profile::Etcd21;
         let mut next_dial = Instant::now();
+        // etcd 2.1 falls back to msgapp v1 at once when a peer lacks msgappv2.
+        let mut fallback_to_v1 = false;
         while !peer.is_stopped() && !shared.stopped.load(Relaxed) {
-            tokio::time::sleep_until(next_dial).await;
-            next_dial = Instant::now() + cfg.dial_retry;
+            if !fallback_to_v1 {
+                tokio::time::sleep_until(next_dial).await;
+                next_dial = Instant::now() + cfg.dial_retry;
+            }
             if peer.is_stopped() {
                 break;
+            }
+            let kind = if std::mem::take(&mut fallback_to_v1) {
+                StreamType::MsgAppV1
+            } else {
+                self.kind
+            };
+            let failure = |action| FailureType {
+                source: kind.log_name(),
+                action,
+            };
+            let path = kind.endpoint(local.id);
+            // A v1 stream is valid for the term it is dialed with (spec §2.4).
+            let dial_term = peer.term();
+            let mut dial_headers = headers.clone();
+            if kind == StreamType::MsgAppV1 {
+                dial_headers.push(("X-Raft-Term", HeaderValue::Dec(dial_term)));
             }
             let Some(url) = peer.urls.pick() else {
                 continue;
             };
-            let mut resp = match client.get_stream(&url, &path, &headers).await {
+            let mut resp = match client.get_stream(&url, &path, &dial_headers).await {
                 Ok(r) => r,
                 Err(e) => {
+                    peer.counters.dial_failures.fetch_add(1, Relaxed);
                     deactivate(peer, failure("dial"), &e.to_string());
                     peer.urls.unreachable(&url);
                     continue;
@@ -108,41 +126,64 @@ impl IoTask for StreamReader {
                 }
             };
             let ours = &local.versions.server;
-            let v1 = local.profile == super::checks::Profile::Etcd21;
             if remote.major_minor() < ours.major_minor()
-                && !self.kind.supported_by(&remote, ours, v1)
+                && !kind.supported_by(&remote, ours, v1_allowed)
             {
                 resp.close();
-                peer.urls.unreachable(&url);
+                fallback_to_v1 = kind == StreamType::MsgAppV2
+                    && StreamType::MsgAppV1.supported_by(&remote, ours, v1_allowed);
+                if !fallback_to_v1 {
+                    peer.urls.unreachable(&url);
+                }
                 continue;
             }
             match resp.status {
                 200 => {}
                 status => {
                     let body = resp.read_to_end(4096).await.unwrap_or_default();
-                    self.refused(status, &body);
+                    peer.counters.dial_failures.fetch_add(1, Relaxed);
+                    self.refused(kind, status, &body);
                     peer.urls.unreachable(&url);
                     continue;
                 }
             }
             if peer.status.activate() == Change::BecameActive {
-                tracing::info!(stream_reader_type = self.kind.log_name(), local_member_id = %format_args!("{:x}", local.id), remote_peer_id = %format_args!("{:x}", peer.id), "established TCP streaming connection with remote peer");
+                tracing::info!(stream_reader_type = kind.log_name(), local_member_id = %format_args!("{:x}", local.id), remote_peer_id = %format_args!("{:x}", peer.id), "established TCP streaming connection with remote peer");
             }
             // Closing the socket is how a pending read ends; a stop must do that.
             let closer = resp.closer();
             let stop_peer = peer.clone();
+            let v1 = kind == StreamType::MsgAppV1;
             let watcher = tokio::task::spawn_local(async move {
-                let notified = stop_peer.stop_signal.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if !stop_peer.is_stopped() {
-                    notified.await;
+                loop {
+                    let stop = stop_peer.stop_signal.notified();
+                    let term = stop_peer.term_changed.notified();
+                    tokio::pin!(stop, term);
+                    stop.as_mut().enable();
+                    term.as_mut().enable();
+                    // Only the v1 stream is reset by a new term: msgappv2 and message
+                    // carry their terms inside the messages (spec §5.3).
+                    if stop_peer.is_stopped() || (v1 && stop_peer.term() > dial_term) {
+                        break;
+                    }
+                    tokio::select! {
+                        () = stop => break,
+                        () = term, if v1 => {}
+                    }
                 }
                 let _ = closer.shutdown();
             });
-            let mut decoder = match self.kind {
+            let mut decoder = match kind {
                 StreamType::Message => Decoder::Message(MessageStreamDecoder::new(&cfg.limits)),
-                _ => Decoder::V2(MsgAppV2Decoder::new(local.id, peer.id, &cfg.limits)),
+                StreamType::MsgAppV2 => {
+                    Decoder::V2(MsgAppV2Decoder::new(local.id, peer.id, &cfg.limits))
+                }
+                StreamType::MsgAppV1 => Decoder::V1(MsgAppV1Decoder::new(
+                    local.id,
+                    peer.id,
+                    dial_term,
+                    &cfg.limits,
+                )),
             };
             let mut msg = Message::default();
             let ended = loop {
@@ -156,10 +197,8 @@ impl IoTask for StreamReader {
                         }
                     }
                     Ok(None) => break None,
-                    Err(e) if peer.is_stopped() => {
-                        let _ = e;
-                        break None;
-                    }
+                    // Closed by us: the peer stopped, or a v1 stream's term is over.
+                    Err(_) if peer.is_stopped() || (v1 && peer.term() > dial_term) => break None,
                     Err(e) => break Some(e.to_string()),
                 }
             };
@@ -168,14 +207,14 @@ impl IoTask for StreamReader {
             if let Some(e) = ended {
                 deactivate(peer, failure("read"), &e);
             }
-            tracing::warn!(stream_reader_type = self.kind.log_name(), local_member_id = %format_args!("{:x}", local.id), remote_peer_id = %format_args!("{:x}", peer.id), "lost TCP streaming connection with remote peer");
+            tracing::warn!(stream_reader_type = kind.log_name(), local_member_id = %format_args!("{:x}", local.id), remote_peer_id = %format_args!("{:x}", peer.id), "lost TCP streaming connection with remote peer");
         }
     }
 }
 
 impl StreamReader {
     /// A non-200 answer to our dial (spec §3.4).
-    fn refused(&self, status: u16, body: &Bytes) {
+    fn refused(&self, kind: StreamType, status: u16, body: &Bytes) {
         let peer = &self.peer;
         let text = String::from_utf8_lossy(body);
         let text = text.trim_end_matches('\n');
@@ -200,7 +239,7 @@ impl StreamReader {
             },
             other => format!("unhandled http status {other}"),
         };
-        tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), stream_type = self.kind.log_name(), status, error = %why, "stream dial refused");
+        tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), stream_type = kind.log_name(), status, error = %why, "stream dial refused");
         deactivate(peer, failure, &why);
     }
 }
@@ -222,6 +261,7 @@ fn deliver_all(
         let frame = match decoder {
             Decoder::V2(d) => d.decode(&mut piece, msg),
             Decoder::Message(d) => d.decode(&mut piece, msg),
+            Decoder::V1(d) => d.decode(&mut piece, msg),
         };
         match frame {
             Ok(Some(info)) if info.kind == FrameKind::LinkHeartbeat => {}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::peer::Peer;
 use super::peer_status::FailureType;
 use super::queue::{Generation, Stale};
-use crate::codec::{encode_message_frame, MsgAppV2Encoder};
+use crate::codec::{encode_message_frame, MsgAppV1Encoder, MsgAppV2Encoder, V1Write};
 use crate::http::batch::Batch;
 use crate::http::router::StreamBody;
 use crate::raftpb::Message;
@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 2048;
 enum Encoder {
     MsgAppV2(MsgAppV2Encoder),
     Message,
+    /// etcd 2.x's msgapp v1, valid for the one term it was dialed with.
+    MsgAppV1(MsgAppV1Encoder),
 }
 
 /// One attached stream connection's writer.
@@ -39,12 +41,20 @@ pub struct StreamWriter {
     heartbeat_every: Duration,
     heartbeat: Option<tokio::time::Interval>,
     msgs: Vec<Message>,
+    /// A v1 stream saw a higher term: it ends after this batch.
+    ending: bool,
 }
 
 impl StreamWriter {
     /// Attaches a writer of `kind` to `peer` (replacing any previous connection, whose
-    /// queued messages are thrown away and reported). The peer becomes active.
-    pub fn attach(peer: Arc<Peer>, kind: StreamType, heartbeat_every: Duration) -> StreamWriter {
+    /// queued messages are thrown away and reported). The peer becomes active. `term` is
+    /// a v1 stream's `X-Raft-Term`.
+    pub fn attach(
+        peer: Arc<Peer>,
+        kind: StreamType,
+        term: Option<u64>,
+        heartbeat_every: Duration,
+    ) -> StreamWriter {
         let (generation, outdated) = peer.writer(kind).attach();
         if outdated > 0 {
             peer.raft().report_unreachable(peer.id);
@@ -56,11 +66,11 @@ impl StreamWriter {
             remote_peer_id = %format_args!("{:x}", peer.id),
             "established TCP streaming connection with remote peer"
         );
+        peer.counters.stream_attaches.fetch_add(1, Relaxed);
         let encoder = match kind {
             StreamType::Message => Encoder::Message,
-            // msgapp v1 writers are not built yet (profile etcd2.1); the handler does not
-            // accept v1 streams without one.
-            _ => Encoder::MsgAppV2(MsgAppV2Encoder::new()),
+            StreamType::MsgAppV2 => Encoder::MsgAppV2(MsgAppV2Encoder::new()),
+            StreamType::MsgAppV1 => Encoder::MsgAppV1(MsgAppV1Encoder::new(term.unwrap_or(0))),
         };
         StreamWriter {
             peer,
@@ -70,14 +80,28 @@ impl StreamWriter {
             heartbeat_every,
             heartbeat: None,
             msgs: Vec::with_capacity(64),
+            ending: false,
         }
     }
 
-    fn encode(&mut self, m: &Message, batch: &mut Batch) {
+    /// Encodes `m`; false if a v1 stream must end (etcd 2.1's writer on a higher term).
+    fn encode(&mut self, m: &Message, batch: &mut Batch) -> bool {
         match &mut self.encoder {
-            Encoder::MsgAppV2(enc) => enc.encode(m, batch.buf()),
-            Encoder::Message => encode_message_frame(m, batch.buf()),
-        };
+            Encoder::MsgAppV2(enc) => {
+                enc.encode(m, batch.buf());
+            }
+            Encoder::Message => {
+                encode_message_frame(m, batch.buf());
+            }
+            Encoder::MsgAppV1(enc) => match enc.encode(m, batch.buf()) {
+                V1Write::Written | V1Write::Skipped => {}
+                V1Write::TermAdvanced => {
+                    tracing::warn!(remote_peer_id = %format_args!("{:x}", self.peer.id), stream_term = enc.term(), message_term = m.term, "closed msgapp v1 stream on a higher term");
+                    return false;
+                }
+            },
+        }
+        true
     }
 }
 
@@ -87,7 +111,7 @@ impl StreamBody for StreamWriter {
         cx: &mut Context<'_>,
         batch: &mut Batch,
     ) -> Poll<std::io::Result<bool>> {
-        if self.peer.is_stopped() {
+        if self.peer.is_stopped() || self.ending {
             return Poll::Ready(Ok(false));
         }
         let before = batch.len();
@@ -98,10 +122,18 @@ impl StreamBody for StreamWriter {
             Ok(_) => {
                 let msgs = std::mem::take(&mut self.msgs);
                 for m in &msgs {
-                    self.encode(m, batch);
+                    if !self.encode(m, batch) {
+                        // The message is lost, as in etcd; raft resends after the report.
+                        self.ending = true;
+                        self.peer.raft().report_unreachable(self.peer.id);
+                        break;
+                    }
                 }
                 self.msgs = msgs;
                 self.msgs.clear();
+                if batch.len() == before {
+                    return Poll::Ready(Ok(!self.ending));
+                }
                 self.peer
                     .counters
                     .sent_bytes
