@@ -496,3 +496,29 @@ fn metrics_use_etcds_names_and_the_prober_records_round_trips() {
         .unwrap();
     assert_ne!(line.rsplit(' ').next(), Some("0"), "{line}");
 }
+
+#[test]
+fn a_remote_reaches_a_member_not_in_our_membership_by_pipeline() {
+    for io in io_modes() {
+        let (a, _ra) = start(1, io, |_| {});
+        let (b, rb) = start(2, io, |_| {});
+        a.add_remote(2, &[url(&b)]).unwrap();
+        a.send_message(Message {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            from: 1,
+            to: 2,
+            term: 1,
+            ..Default::default()
+        });
+        assert_eq!(rb.wait_for(1, Duration::from_secs(5)), 1, "{io:?}");
+        // A remote has no streams, and a peer with the same ID replaces it.
+        assert_eq!(a.stats().peers[0].streams_attached, (false, false));
+        a.add_peer(2, &[url(&b)]).unwrap();
+        b.add_peer(1, &[url(&a)]).unwrap();
+        wait_until(Duration::from_secs(10), || tc::streams_up(&a));
+        // update_peer points the peer elsewhere: nothing listens there, so it goes inactive.
+        a.update_peer(2, &["http://127.0.0.1:1"]).unwrap();
+        drop(b);
+        wait_until(Duration::from_secs(10), || !a.stats().peers[0].active);
+    }
+}

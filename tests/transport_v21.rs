@@ -97,10 +97,16 @@ fn lines(seen: &Mutex<Vec<Seen>>, prefix: &str) -> Vec<Seen> {
 
 #[test]
 fn support_is_decided_from_the_version_header_before_the_status() {
+    for io in tc::io_modes() {
+        support_is_decided_on(io);
+    }
+}
+
+fn support_is_decided_on(io: IoMode) {
     // etcd 3: the msgappv2 dial to a peer without X-Server-Version is unsupported: no
     // failure is recorded, and the next try comes a retry interval later, same endpoint.
     let (url, seen) = fake_v20();
-    let (t, _r) = start(1, IoMode::Epoll, |_| {});
+    let (t, _r) = start(1, io, |_| {});
     t.add_peer(2, &[url]).unwrap();
     std::thread::sleep(Duration::from_millis(650));
     let v2 = lines(&seen, "GET /raft/stream/msgapp/1 ");
@@ -126,7 +132,7 @@ fn support_is_decided_from_the_version_header_before_the_status() {
     // etcd 2.1: the same answer makes the next request, at once, the v1 endpoint with
     // X-Raft-Term.
     let (url, seen) = fake_v20();
-    let (t, _r) = start(1, IoMode::Epoll, |c| c.profile = Profile::Etcd21);
+    let (t, _r) = start(1, io, |c| c.profile = Profile::Etcd21);
     t.add_peer(2, &[url]).unwrap();
     wait_until(Duration::from_secs(5), || {
         !lines(&seen, "GET /raft/stream/1 ").is_empty()
@@ -150,8 +156,14 @@ fn support_is_decided_from_the_version_header_before_the_status() {
 
 #[test]
 fn a_higher_term_redials_only_the_v1_stream_once() {
+    for io in tc::io_modes() {
+        higher_term_on(io);
+    }
+}
+
+fn higher_term_on(io: IoMode) {
     let (url, seen) = fake_v20();
-    let (t, _r) = start(1, IoMode::Epoll, |c| c.profile = Profile::Etcd21);
+    let (t, _r) = start(1, io, |c| c.profile = Profile::Etcd21);
     t.add_peer(2, &[url]).unwrap();
     let hb = |term| Message {
         msg_type: MessageType::MsgHeartbeat as i32,
@@ -192,8 +204,14 @@ fn a_higher_term_redials_only_the_v1_stream_once() {
 
 #[test]
 fn msgappv2_and_message_streams_keep_their_connections_across_terms() {
-    let (a, _ra) = start(1, IoMode::Epoll, |c| c.profile = Profile::Etcd21);
-    let (b, rb) = start(2, IoMode::Epoll, |c| c.profile = Profile::Etcd21);
+    for io in tc::io_modes() {
+        keep_connections_on(io);
+    }
+}
+
+fn keep_connections_on(io: IoMode) {
+    let (a, _ra) = start(1, io, |c| c.profile = Profile::Etcd21);
+    let (b, rb) = start(2, io, |c| c.profile = Profile::Etcd21);
     a.add_peer(2, &[tc::url(&b)]).unwrap();
     b.add_peer(1, &[tc::url(&a)]).unwrap();
     wait_until(Duration::from_secs(10), || {

@@ -296,6 +296,20 @@ impl IoTask for StartServer {
     }
 }
 
+/// Tells the server to stop, on the I/O thread, and yields so that it does.
+struct StopServer {
+    shared: Arc<Shared>,
+}
+
+impl IoTask for StopServer {
+    type Output = ();
+
+    async fn run<B: Backend>(self) {
+        self.shared.stop_server.notify_waiters();
+        tokio::task::yield_now().await;
+    }
+}
+
 fn parse_urls(urls: &[impl AsRef<str>]) -> Result<Vec<PeerUrl>, TransportError> {
     urls.iter()
         .map(|u| u.as_ref().parse::<PeerUrl>().map_err(TransportError::from))
@@ -575,9 +589,6 @@ impl Transport {
             return;
         }
         self.remove_all_peers();
-        self.shared.stop_server.notify_waiters();
-        // Let the I/O thread close what it holds, then end it.
-        std::thread::sleep(Duration::from_millis(20));
         let io = self
             .shared
             .io
@@ -585,6 +596,11 @@ impl Transport {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(io) = io {
+            // Stop the server on the I/O thread and let its stop run (it closes every
+            // connection) before the thread, and with it every task, ends.
+            let _ = io.call(StopServer {
+                shared: self.shared.clone(),
+            });
             io.stop();
         }
     }
