@@ -164,6 +164,21 @@ fn status_of(head: &Head) -> u16 {
 }
 
 impl<B: Backend> Client<B> {
+    /// Reads a response head and its whole body (up to `max_body`) from `io`.
+    async fn read_response(&self, io: &mut HttpIo<B::Conn>) -> Result<(Head, Bytes), ClientError> {
+        let timeouts = io.timeouts();
+        let head = io
+            .read_head(HeadKind::Response, timeouts.read)
+            .await?
+            .ok_or(HttpError::Closed("response head"))?;
+        let mut dec = BodyDecoder::new(
+            head.body_framing().map_err(HttpError::from)?,
+            &self.config.limits,
+        );
+        let body = io.read_body_to_end(&mut dec, self.config.max_body).await?;
+        Ok((head, body))
+    }
+
     /// A client with `config`, taking read buffers from `pool`.
     pub fn new(config: ClientConfig, pool: Rc<BufferPool>) -> Self {
         Client {
@@ -243,16 +258,7 @@ impl<B: Backend> Client<B> {
         };
         write_request_head(io.out(), method, path, &url.authority, headers, framing);
         io.flush((!body.is_empty()).then_some(body)).await?;
-        let timeouts = io.timeouts();
-        let head = io
-            .read_head(HeadKind::Response, timeouts.read)
-            .await?
-            .ok_or(HttpError::Closed("response head"))?;
-        let mut dec = BodyDecoder::new(
-            head.body_framing().map_err(HttpError::from)?,
-            &self.config.limits,
-        );
-        let body = io.read_body_to_end(&mut dec, self.config.max_body).await?;
+        let (head, body) = self.read_response(&mut io).await?;
         let keep =
             !head.wants_close() && !matches!(head.body_framing(), Ok(BodyFraming::UntilClose));
         let status = status_of(&head);
@@ -312,16 +318,7 @@ impl<B: Backend> Client<B> {
         }
         io.write(Bytes::from_static(super::chunked::LAST_CHUNK))
             .await?;
-        let timeouts = io.timeouts();
-        let head = io
-            .read_head(HeadKind::Response, timeouts.read)
-            .await?
-            .ok_or(HttpError::Closed("response head"))?;
-        let mut dec = BodyDecoder::new(
-            head.body_framing().map_err(HttpError::from)?,
-            &self.config.limits,
-        );
-        let body = io.read_body_to_end(&mut dec, self.config.max_body).await?;
+        let (head, body) = self.read_response(&mut io).await?;
         let status = status_of(&head);
         io.release(&self.pool);
         Ok(ClientResponse { status, head, body })

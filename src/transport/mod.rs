@@ -36,6 +36,7 @@ use self::checks::Local;
 use self::peer::Peer;
 use crate::http::client::{PeerUrl, UrlError};
 use crate::http::server::{listen_all, Server, ServerConfig};
+use crate::http::write::HeaderValue;
 use crate::io::{
     choose_backend, Backend, BufferPool, IoBackend, IoError, IoMode, IoTask, IoThread, Timeouts,
 };
@@ -166,6 +167,35 @@ impl Shared {
             return;
         }
         let _ = self.start_peer(id, urls, true);
+    }
+
+    /// The headers every request to a peer carries (etcd's `X-Server-From`,
+    /// `X-Server-Version`, `X-Min-Cluster-Version`, `X-Etcd-Cluster-ID`, `X-PeerURLs`),
+    /// after `first` (a `Content-Type`, say).
+    pub fn request_headers(
+        &self,
+        first: Option<(&'static str, HeaderValue)>,
+    ) -> Vec<(&'static str, HeaderValue)> {
+        let local = &self.local;
+        first
+            .into_iter()
+            .chain([
+                ("X-Server-From", HeaderValue::Hex(local.id)),
+                (
+                    "X-Server-Version",
+                    HeaderValue::Shared(local.server_version_text.clone()),
+                ),
+                (
+                    "X-Min-Cluster-Version",
+                    HeaderValue::Shared(self.min_version_text.clone()),
+                ),
+                (
+                    "X-Etcd-Cluster-Id",
+                    HeaderValue::Shared(local.cluster_text.clone()),
+                ),
+                ("X-Peerurls", HeaderValue::Shared(self.advertise.clone())),
+            ])
+            .collect()
     }
 
     fn start_peer(

@@ -276,6 +276,20 @@ impl Peer {
         );
     }
 
+    /// A POST to the peer (pipeline or snapshot) failed: move to its next URL, mark it
+    /// inactive with etcd's wording (`failed to post <id> on <source> (<error>)`), count.
+    pub fn post_failed(&self, url: &PeerUrl, source: &'static str, error: &str) {
+        self.urls.unreachable(url);
+        let failure = super::peer_status::FailureType {
+            source,
+            action: "post",
+        };
+        if self.status.deactivate(failure, error) == super::peer_status::Change::BecameInactive {
+            self.counters.disconnects.fetch_add(1, Relaxed);
+        }
+        self.counters.sent_failures.fetch_add(1, Relaxed);
+    }
+
     /// Hands a received message to the application: MsgProp to its own queue. A full
     /// queue drops it with etcd 2.1's log line (`dropped MsgProp from 2 since receiving
     /// buffer is full`), at warn while the peer is active and debug otherwise.

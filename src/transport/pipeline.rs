@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::peer::Peer;
-use super::peer_status::{Change, FailureType};
 use super::raft::{FatalError, SnapshotStatus};
 use super::Shared;
 use crate::codec::encode_pipeline_body;
@@ -41,27 +40,10 @@ impl IoTask for Pipeline {
             },
             Rc::new(BufferPool::new(16 * 1024, CONNS_PER_PIPELINE)),
         ));
-        let local = &self.shared.local;
-        let headers: Rc<Vec<(&'static str, HeaderValue)>> = Rc::new(vec![
-            ("Content-Type", HeaderValue::Static("application/protobuf")),
-            ("X-Server-From", HeaderValue::Hex(local.id)),
-            (
-                "X-Server-Version",
-                HeaderValue::Shared(local.server_version_text.clone()),
-            ),
-            (
-                "X-Min-Cluster-Version",
-                HeaderValue::Shared(self.shared.min_version_text.clone()),
-            ),
-            (
-                "X-Etcd-Cluster-Id",
-                HeaderValue::Shared(local.cluster_text.clone()),
-            ),
-            (
-                "X-Peerurls",
-                HeaderValue::Shared(self.shared.advertise.clone()),
-            ),
-        ]);
+        let headers = Rc::new(self.shared.request_headers(Some((
+            "Content-Type",
+            HeaderValue::Static("application/protobuf"),
+        ))));
         let slots = Arc::new(tokio::sync::Semaphore::new(CONNS_PER_PIPELINE));
         let generation = self.peer.pipeline_generation();
         let mut batch = Vec::with_capacity(1);
@@ -137,18 +119,7 @@ async fn post<B: Backend>(
         ),
         Err(e) => e.to_string(),
     };
-    peer.urls.unreachable(&url);
-    if peer.status.deactivate(
-        FailureType {
-            source: "pipeline",
-            action: "post",
-        },
-        &error,
-    ) == Change::BecameInactive
-    {
-        peer.counters.disconnects.fetch_add(1, Relaxed);
-    }
-    peer.counters.sent_failures.fetch_add(1, Relaxed);
+    peer.post_failed(&url, "pipeline", &error);
     if !peer.remote_only {
         peer.raft().report_unreachable(m.to);
         if m.msg_type == MessageType::MsgSnap as i32 {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::peer::Peer;
-use super::peer_status::{Change, FailureType};
 use super::raft::{FatalError, SnapshotStatus};
 use super::Shared;
 use crate::codec::encode_snapshot_envelope;
@@ -96,27 +95,10 @@ impl IoTask for SnapshotSend {
             },
             Rc::new(BufferPool::new(16 * 1024, 1)),
         );
-        let local = &shared.local;
-        let headers = [
-            (
-                "Content-Type",
-                HeaderValue::Static("application/octet-stream"),
-            ),
-            ("X-Server-From", HeaderValue::Hex(local.id)),
-            (
-                "X-Server-Version",
-                HeaderValue::Shared(local.server_version_text.clone()),
-            ),
-            (
-                "X-Min-Cluster-Version",
-                HeaderValue::Shared(shared.min_version_text.clone()),
-            ),
-            (
-                "X-Etcd-Cluster-Id",
-                HeaderValue::Shared(local.cluster_text.clone()),
-            ),
-            ("X-Peerurls", HeaderValue::Shared(shared.advertise.clone())),
-        ];
+        let headers = shared.request_headers(Some((
+            "Content-Type",
+            HeaderValue::Static("application/octet-stream"),
+        )));
         let index = envelope.snapshot.metadata.index;
         let started = std::time::Instant::now();
         let metrics = &peer.counters.snapshot_send;
@@ -157,18 +139,7 @@ impl IoTask for SnapshotSend {
             Err(e) => e.to_string(),
         };
         tracing::warn!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), error = %error, "failed to send database snapshot");
-        peer.urls.unreachable(&url);
-        if peer.status.deactivate(
-            FailureType {
-                source: "sendMsgSnap",
-                action: "post",
-            },
-            &error,
-        ) == Change::BecameInactive
-        {
-            peer.counters.disconnects.fetch_add(1, Relaxed);
-        }
-        peer.counters.sent_failures.fetch_add(1, Relaxed);
+        peer.post_failed(&url, "sendMsgSnap", &error);
         peer.raft().report_unreachable(peer.id);
         peer.raft()
             .report_snapshot(peer.id, SnapshotStatus::Failure);

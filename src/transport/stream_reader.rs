@@ -53,23 +53,8 @@ impl IoTask for StreamReader {
             Rc::new(BufferPool::new(64 * 1024, 2)),
         );
         let local = &shared.local;
-        let headers: Vec<(&'static str, HeaderValue)> = vec![
-            ("X-Server-From", HeaderValue::Hex(local.id)),
-            (
-                "X-Server-Version",
-                HeaderValue::Shared(local.server_version_text.clone()),
-            ),
-            (
-                "X-Min-Cluster-Version",
-                HeaderValue::Shared(shared.min_version_text.clone()),
-            ),
-            (
-                "X-Etcd-Cluster-Id",
-                HeaderValue::Shared(local.cluster_text.clone()),
-            ),
-            ("X-Raft-To", HeaderValue::Hex(peer.id)),
-            ("X-Peerurls", HeaderValue::Shared(shared.advertise.clone())),
-        ];
+        let mut headers = shared.request_headers(None);
+        headers.push(("X-Raft-To", HeaderValue::Hex(peer.id)));
         let v1_allowed = local.profile == super::checks::Profile::Etcd21;
         let mut next_dial = Instant::now();
         // etcd 2.1 falls back to msgapp v1 at once when a peer lacks msgappv2.
