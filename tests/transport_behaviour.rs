@@ -522,3 +522,50 @@ fn a_remote_reaches_a_member_not_in_our_membership_by_pipeline() {
         wait_until(Duration::from_secs(10), || !a.stats().peers[0].active);
     }
 }
+
+/// An unknown member that posts to us with `X-PeerURLs` becomes a remote, added from the
+/// handler on the I/O thread itself (this once panicked that thread), and we can then
+/// reach it by pipeline.
+#[test]
+fn an_unknown_sender_with_peer_urls_becomes_a_reachable_remote() {
+    use std::io::{Read, Write};
+    for io in io_modes() {
+        let (b, rb) = start(0x1234, io, |_| {});
+        let (a, _ra) = start(1, io, |_| {});
+        let mut s = std::net::TcpStream::connect(a.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "POST /raft HTTP/1.1\r\nHost: x\r\nX-Server-From: 1234\r\nX-Server-Version: 3.5.0\r\nX-Min-Cluster-Version: 3.0.0\r\n\
+             X-Etcd-Cluster-Id: c1a5\r\nX-Peerurls: {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n\x08\x08",
+            url(&b)
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 204 "), "{io:?}: {resp}");
+        wait_until(Duration::from_secs(5), || {
+            a.stats().peers.iter().any(|p| p.id == 0x1234)
+        });
+        a.send_message(Message {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            from: 1,
+            to: 0x1234,
+            term: 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            rb.wait_for(1, Duration::from_secs(5)),
+            1,
+            "{io:?}: the remote is reachable"
+        );
+        // The I/O thread is still alive: it keeps serving.
+        let mut s = std::net::TcpStream::connect(a.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /raft/probing HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200 "), "{io:?}: {resp}");
+    }
+}

@@ -23,10 +23,16 @@ pub struct IoThread {
     join: Option<JoinHandle<()>>,
 }
 
-/// The I/O thread has stopped.
+/// Why work could not be handed to the I/O thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the I/O thread has stopped")]
-pub struct Stopped;
+pub enum Stopped {
+    /// The thread has stopped.
+    #[error("the I/O thread has stopped")]
+    Gone,
+    /// Its command queue is full (commands are control-plane work: this means churn).
+    #[error("the I/O thread's command queue is full")]
+    Full,
+}
 
 /// Runs a command's task on the thread's driver.
 struct Spawn<T>(T);
@@ -89,7 +95,9 @@ impl IoThread {
         self.backend
     }
 
-    /// Runs `task` on the thread as a task of its own; returns once it is queued.
+    /// Runs `task` on the thread as a task of its own; returns once it is queued. Never
+    /// blocks, so it may be called from any thread, the I/O thread itself included
+    /// (a handler adding a remote) or an application's own async runtime.
     pub fn spawn_task<T: IoTask + Send + 'static>(&self, task: T) -> Result<(), Stopped> {
         let cmd: Command = Box::new(move |backend| {
             // Re-enter the driver-generic world on the I/O thread.
@@ -99,7 +107,10 @@ impl IoThread {
                 IoBackend::Epoll => drop(tokio::task::spawn_local(spawn.run::<super::Epoll>())),
             }
         });
-        self.commands.blocking_send(cmd).map_err(|_| Stopped)
+        self.commands.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Stopped::Full,
+            mpsc::error::TrySendError::Closed(_) => Stopped::Gone,
+        })
     }
 
     /// Runs `task` on the thread and waits for its result.
@@ -118,7 +129,7 @@ impl IoThread {
         }
         let (tx, rx) = std_mpsc::channel();
         self.spawn_task(Reply(task, tx))?;
-        rx.recv().map_err(|_| Stopped)
+        rx.recv().map_err(|_| Stopped::Gone)
     }
 
     /// Stops the thread once queued commands have run, and waits for it. Tasks still
