@@ -44,6 +44,17 @@ pub fn write_chunk(data: &[u8], dst: &mut impl BufMut) {
     dst.put_slice(b"\r\n");
 }
 
+/// The header of a chunk of `len` bytes (`{len:x}\r\n`), for a chunk whose data are
+/// written from their own buffer.
+pub fn chunk_header(len: usize) -> Bytes {
+    let mut digits = [0u8; 16];
+    let n = hex_digits(len as u64, &mut digits);
+    let mut out = BytesMut::with_capacity(n + 2);
+    out.put_slice(&digits[16 - n..]);
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
 /// A chunk whose payload is being written straight into the output buffer.
 #[derive(Debug)]
 #[must_use = "finish the chunk with end_chunk"]
@@ -415,6 +426,7 @@ mod tests {
         buf.extend_from_slice(&[7u8; 300]);
         let start = end_chunk(slot, &mut buf, 0).unwrap();
         assert_eq!(&buf[start..start + 5], b"12c\r\n");
+        assert_eq!(&chunk_header(300)[..], b"12c\r\n");
         let mut wire = buf.split_off(start);
         write_chunk(b"tail", &mut wire);
         write_chunk(b"", &mut wire);

@@ -302,15 +302,8 @@ impl<B: Backend> Client<B> {
             if piece.is_empty() {
                 continue;
             }
-            let mut header = [0u8; 20];
-            let n = {
-                use std::io::Write as _;
-                let mut w = &mut header[..];
-                let _ = write!(w, "{:x}\r\n", piece.len());
-                20 - w.len()
-            };
             io.write_vectored(vec![
-                Bytes::copy_from_slice(&header[..n]),
+                super::chunked::chunk_header(piece.len()),
                 piece,
                 Bytes::from_static(b"\r\n"),
             ])
