@@ -48,7 +48,10 @@ fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> Option<(Head, Vec<u8>
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            // A signal (SIGCHLD from a reaped child) interrupts a read with a timeout.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
         if let Ok(Some(head)) = Head::parse_response(&got, 64 * 1024) {

@@ -74,7 +74,14 @@ fn fake_v20() -> (String, Arc<Mutex<Vec<Seen>>>) {
                     let _ =
                         conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
                     let mut sink = [0u8; 64];
-                    while std::io::Read::read(&mut conn, &mut sink).unwrap_or(0) > 0 {}
+                    loop {
+                        match std::io::Read::read(&mut conn, &mut sink) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                    }
                 } else {
                     let _ = conn.write_all(
                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

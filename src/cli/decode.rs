@@ -81,9 +81,11 @@ pub fn run(args: &DecodeArgs) -> Result<(), String> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         buf.resize(64 * 1024, 0);
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| format!("read error: {e}"))?;
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read error: {e}")),
+        };
         if n == 0 {
             break;
         }

@@ -47,6 +47,7 @@ fn pump(
         let mut buf = BytesMut::zeroed(want);
         let n = match data.read(&mut buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e.to_string()));
                 return;
