@@ -9,10 +9,12 @@
 pub mod alloc_count;
 pub mod codec;
 pub mod error;
+pub mod etcd;
 pub mod http;
 pub mod io;
 pub mod json;
 pub mod limits;
+pub mod raft_rs;
 pub mod raftpb;
 pub mod transport;
 pub mod version;

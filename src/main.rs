@@ -12,6 +12,10 @@ fn main() -> std::process::ExitCode {
             init_logs();
             cli::peer::run(args)
         }
+        cli::Command::EtcdMember(args) => {
+            init_logs_default("info");
+            cli::etcd_member::run(args).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -25,10 +29,16 @@ fn main() -> std::process::ExitCode {
 /// Logs go to stderr when `RUST_LOG` asks for them; otherwise stderr carries only the
 /// JSON event lines, so that scripts can parse it.
 fn init_logs() {
+    init_logs_default("off");
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`, else by `default`.
+fn init_logs_default(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .init();
 }

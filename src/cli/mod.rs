@@ -1,6 +1,7 @@
 //! The `rafthttp` command line.
 
 pub mod decode;
+pub mod etcd_member;
 pub mod peer;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ pub enum Command {
     /// Run one standalone rafthttp endpoint: send JSON lines from stdin, print what
     /// arrives on stdout and peer events on stderr.
     Peer(peer::PeerArgs),
+    /// Join a real etcd 3.4 cluster as a raft-rs member (in-memory, NOT durable), with
+    /// etcd's own flags.
+    EtcdMember(etcd_member::EtcdMemberArgs),
 }
 
 /// Parses a member or cluster ID in etcd's hex form, for flags.

@@ -22,7 +22,19 @@ use crate::raftpb::{Message, MessageType};
 pub fn router(shared: Arc<Shared>) -> Router {
     let max = shared.config.limits.max_frame;
     let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
-    Router::new()
+    let mut router = Router::new();
+    for (path, handler) in &shared.config.routes.0 {
+        let handler = handler.clone();
+        router = router.route(
+            PathPattern::Exact(path.clone()),
+            BodyMode::Buffered(0),
+            move |req: Request| {
+                let handler = handler.clone();
+                async move { handler(&req) }
+            },
+        );
+    }
+    router
         .route(
             PathPattern::Exact("/raft".into()),
             BodyMode::Buffered(max),

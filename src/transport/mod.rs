@@ -73,6 +73,41 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Prober period (ConnReadTimeout − 1 s).
     pub probe_interval: Duration,
+    /// More paths to serve on the peer port (etcd serves `/version` and `/members`).
+    pub routes: ExtraRoutes,
+}
+
+/// Answers a request on a path the application adds to the peer port. Called on the
+/// I/O thread: it must not block.
+pub type ExtraHandler =
+    Arc<dyn Fn(&crate::http::router::Request) -> crate::http::router::Response + Send + Sync>;
+
+/// Exact paths and their handlers, served beside the raft endpoints (request bodies are
+/// not read).
+#[derive(Clone, Default)]
+pub struct ExtraRoutes(pub Vec<(String, ExtraHandler)>);
+
+impl ExtraRoutes {
+    /// Adds `path`.
+    pub fn add(
+        mut self,
+        path: &str,
+        handler: impl Fn(&crate::http::router::Request) -> crate::http::router::Response
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.0.push((path.to_string(), Arc::new(handler)));
+        self
+    }
+}
+
+impl std::fmt::Debug for ExtraRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(p, _)| p))
+            .finish()
+    }
 }
 
 impl Config {
@@ -93,6 +128,7 @@ impl Config {
             dial_retry: Duration::from_millis(100),
             heartbeat: timeouts.read / 3,
             probe_interval: timeouts.read.saturating_sub(Duration::from_secs(1)),
+            routes: ExtraRoutes::default(),
         }
     }
 }
