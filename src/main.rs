@@ -2,12 +2,21 @@
 
 mod cli;
 
+/// Counts allocations (two relaxed atomic adds each) so that `bench` and `demo` can
+/// report allocations per message.
+#[global_allocator]
+static ALLOC: rafthttp::alloc_count::CountingAlloc = rafthttp::alloc_count::CountingAlloc;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         cli::Command::Decode(args) => cli::decode::run(args),
+        cli::Command::Bench(args) => {
+            init_logs();
+            cli::bench::run(args).map_err(|e| e.to_string())
+        }
         cli::Command::Peer(args) => {
             init_logs();
             cli::peer::run(args)

@@ -58,6 +58,16 @@ impl AppSource {
         self.index = i + self.per_msg as u64;
     }
 
+    /// The last index sent (the next MsgApp's `Index`).
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Continues from `index` (so that a new source extends an earlier one's log).
+    pub fn set_index(&mut self, index: u64) {
+        self.index = index;
+    }
+
     /// The next MsgApp.
     pub fn next_message(&mut self) -> Message {
         let mut m = Message::default();

@@ -1,5 +1,6 @@
 //! The `rafthttp` command line.
 
+pub mod bench;
 pub mod decode;
 pub mod etcd_member;
 pub mod peer;
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Decode rafthttp stream, pipeline or snapshot bytes into JSON lines, one per frame.
     Decode(decode::DecodeArgs),
+    /// Measure the transport on the Go anchor's workloads (two members on loopback).
+    Bench(bench::BenchArgs),
     /// Run one standalone rafthttp endpoint: send JSON lines from stdin, print what
     /// arrives on stdout and peer events on stderr.
     Peer(peer::PeerArgs),

@@ -4,6 +4,8 @@
 
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -62,6 +64,8 @@ pub struct HttpIo<C: Conn> {
     timeouts: Timeouts,
     limits: Limits,
     max_head: usize,
+    /// Counts bytes read and written, when set (a server's wire-byte figure).
+    wire: Option<Arc<AtomicU64>>,
 }
 
 impl<C: Conn> HttpIo<C> {
@@ -87,6 +91,18 @@ impl<C: Conn> HttpIo<C> {
             timeouts,
             limits,
             max_head,
+            wire: None,
+        }
+    }
+
+    /// Adds every byte read or written from now on to `counter`.
+    pub fn count_wire(&mut self, counter: Arc<AtomicU64>) {
+        self.wire = Some(counter);
+    }
+
+    fn counted(&self, n: usize) {
+        if let Some(w) = &self.wire {
+            w.fetch_add(n as u64, Relaxed);
         }
     }
 
@@ -113,7 +129,9 @@ impl<C: Conn> HttpIo<C> {
         if self.deadline.expired() {
             return Err(HttpError::Timeout(what));
         }
-        Ok(res?)
+        let n = res?;
+        self.counted(n);
+        Ok(n)
     }
 
     /// Moves unconsumed input back in front of `rbuf` so a head can be parsed from
@@ -256,6 +274,7 @@ impl<C: Conn> HttpIo<C> {
 
     /// Writes `buf` within the write timeout.
     pub async fn write(&self, buf: Bytes) -> Result<(), HttpError> {
+        self.counted(buf.len());
         self.deadline.arm(self.timeouts.write);
         let (res, _) = self.conn.write_all(buf).await;
         self.deadline.disarm();
@@ -267,6 +286,7 @@ impl<C: Conn> HttpIo<C> {
 
     /// Writes `bufs` in order, vectored, within the write timeout.
     pub async fn write_vectored(&self, bufs: Vec<Bytes>) -> Result<(), HttpError> {
+        self.counted(bufs.iter().map(Bytes::len).sum());
         self.deadline.arm(self.timeouts.write);
         let (res, _) = self.conn.write_all_vectored(bufs).await;
         self.deadline.disarm();

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
@@ -56,6 +58,8 @@ pub struct Server {
     next_id: Cell<u64>,
     /// Live connections, so that [`Server::stop`] can close them.
     active: RefCell<HashMap<u64, Rc<dyn Fn()>>>,
+    /// Bytes read and written on accepted connections.
+    wire: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -69,7 +73,14 @@ impl Server {
             stopped: Cell::new(false),
             next_id: Cell::new(0),
             active: RefCell::default(),
+            wire: Arc::default(),
         })
+    }
+
+    /// Bytes read and written on every connection this server accepted (the TCP payload
+    /// of each connection whose server side this is).
+    pub fn wire_counter(&self) -> Arc<AtomicU64> {
+        self.wire.clone()
     }
 
     /// Accepts connections on `listener` until [`stop`](Self::stop), serving each in its
@@ -114,6 +125,7 @@ impl Server {
     pub async fn serve_conn<C: Conn>(self: Rc<Self>, conn: C, remote: SocketAddr) {
         let cfg = self.config;
         let mut io = HttpIo::new(conn, &self.pool, cfg.timeouts, cfg.limits, cfg.max_head);
+        io.count_wire(self.wire.clone());
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let closer = io.conn().clone();

@@ -23,7 +23,7 @@ pub mod url_picker;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -322,6 +322,7 @@ pub struct Transport {
     shared: Arc<Shared>,
     backend: IoBackend,
     local_addrs: Vec<SocketAddr>,
+    wire: Arc<AtomicU64>,
     fatal_rx: Mutex<Option<Receiver<FatalError>>>,
 }
 
@@ -331,7 +332,7 @@ struct StartServer {
 }
 
 impl IoTask for StartServer {
-    type Output = Result<Vec<SocketAddr>, TransportError>;
+    type Output = Result<(Vec<SocketAddr>, Arc<AtomicU64>), TransportError>;
 
     async fn run<B: Backend>(self) -> Self::Output {
         let cfg = &self.shared.config;
@@ -342,6 +343,7 @@ impl IoTask for StartServer {
             ..ServerConfig::default()
         };
         let server = Server::new(router, server_cfg, Rc::new(BufferPool::new(64 * 1024, 64)));
+        let wire = server.wire_counter();
         let mut bound = Vec::new();
         for addr in &cfg.listen {
             let b = listen_all::<B>(&server, std::slice::from_ref(addr))
@@ -358,7 +360,7 @@ impl IoTask for StartServer {
             }
             server.stop();
         });
-        Ok(bound)
+        Ok((bound, wire))
     }
 }
 
@@ -406,7 +408,7 @@ impl Transport {
             stop_server: tokio::sync::Notify::new(),
             io: Mutex::new(None),
         });
-        let local_addrs = io
+        let (local_addrs, wire) = io
             .call(StartServer {
                 shared: shared.clone(),
             })
@@ -417,6 +419,7 @@ impl Transport {
             shared,
             backend,
             local_addrs,
+            wire,
             fatal_rx: Mutex::new(Some(fatal_rx)),
         })
     }
@@ -429,6 +432,13 @@ impl Transport {
     /// The I/O driver in use.
     pub fn backend(&self) -> IoBackend {
         self.backend
+    }
+
+    /// TCP payload bytes read and written on the connections peers opened to us (every
+    /// stream a peer dialed, every pipeline and snapshot POST it sent): summed over both
+    /// members of a pair, each connection's traffic in both directions, once.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire.load(Relaxed)
     }
 
     /// The fatal-error channel (etcd's `ErrorC`); can be taken once.

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs the Go anchor (etcd 3.4.23's rafthttp, ../shared/anchors/etcd-go) and
+# `rafthttp bench` on both I/O backends back to back on this machine, measures a
+# single-stream iperf3 loopback ceiling in the same run, and prints a ratio table
+# against the targets of issue #6.
+#
+#   perf/compare.sh                 # 3 runs of each side, medians (~4 min)
+#   RUNS=1 QUICK=1 perf/compare.sh  # smoke test (~30 s)
+#   KEEP_DIR=out perf/compare.sh    # keep every JSON report in ./out
+#
+# Environment: RUNS (3), QUICK (0), IPERF_PORT (5201), ANCHOR (path of the anchor).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+anchor="${ANCHOR:-$root/../shared/anchors/etcd-go}"
+RUNS="${RUNS:-3}"
+QUICK="${QUICK:-0}"
+IPERF_PORT="${IPERF_PORT:-5201}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/rafthttp-compare.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+if ! command -v iperf3 >/dev/null 2>&1; then
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo"
+	$sudo apt-get install -y -qq iperf3 >/dev/null
+fi
+
+echo "== building rafthttp (release)" >&2
+(cd "$root" && cargo build --release --quiet)
+bench="$root/target/release/rafthttp"
+quick=()
+[ "$QUICK" = 1 ] && quick=(--quick)
+
+echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)" >&2
+# Interleave the sides run by run, so that drift on a shared machine hits both.
+for i in $(seq 1 "$RUNS"); do
+	echo "== round $i/$RUNS: Go anchor" >&2
+	(cd "$anchor" && QUICK="$QUICK" RUNS=1 IPERF=0 KEEP_DIR="$work/go$i" ./run.sh >/dev/null)
+	mv "$work/go$i/run1.json" "$work/go-$i.json"
+	for io in uring epoll; do
+		echo "== round $i/$RUNS: rafthttp bench --io $io" >&2
+		"$bench" bench --io "$io" "${quick[@]}" --json "$work/$io-$i.json" >/dev/null
+	done
+done
+
+echo "== iperf3 single-stream loopback ceiling" >&2
+iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" >/dev/null 2>&1 &
+sleep 1
+gbps="$(iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t 5 -f g 2>&1 | awk '/receiver/ {print $(NF-2)}')"
+wait || true
+
+if [ -n "${KEEP_DIR:-}" ]; then
+	mkdir -p "$KEEP_DIR"
+	cp "$work"/*.json "$KEEP_DIR"/
+fi
+
+python3 "$here/ratios.py" --iperf-gbps "${gbps:-0}" "$work"

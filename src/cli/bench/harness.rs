@@ -1,0 +1,452 @@
+//! The anchor's set-up, for our transport: two members in one process on loopback, a
+//! receiving `Raft` that only counts, a sender that calls `send` once per message from
+//! one thread and keeps at most `window` messages in flight, and the counters each row
+//! is measured with.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rafthttp::alloc_count::{thread_allocs, AllocTotals};
+use rafthttp::io::IoMode;
+use rafthttp::raftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
+use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport, TransportError};
+use rafthttp::workload::{heartbeat, AppSource};
+
+use super::report::Row;
+
+/// The receiving (and reporting) side of a member: counts what raft would see.
+pub struct Counter {
+    processed: AtomicU64,
+    /// Wake the waiter when `processed` reaches this (0: nobody waits).
+    wake_at: AtomicU64,
+    /// When the armed message arrived, in ns since `epoch`.
+    fired_at: AtomicU64,
+    snapshots_done: AtomicU64,
+    snapshots_failed: AtomicU64,
+    unreachable: AtomicU64,
+    lock: Mutex<()>,
+    cv: Condvar,
+    epoch: Instant,
+    snap_dir: PathBuf,
+}
+
+impl Counter {
+    fn new(epoch: Instant, snap_dir: PathBuf) -> Arc<Counter> {
+        Arc::new(Counter {
+            processed: AtomicU64::new(0),
+            wake_at: AtomicU64::new(0),
+            fired_at: AtomicU64::new(0),
+            snapshots_done: AtomicU64::new(0),
+            snapshots_failed: AtomicU64::new(0),
+            unreachable: AtomicU64::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+            epoch,
+            snap_dir,
+        })
+    }
+
+    fn wake(&self) {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.cv.notify_all();
+    }
+
+    /// Waits until `cond` holds, re-checked on every wake-up; false on timeout.
+    fn wait(&self, timeout: Duration, cond: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !cond() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Waits until `target` messages have been processed.
+    fn wait_processed(&self, target: u64, timeout: Duration) -> bool {
+        self.wake_at.store(target, Relaxed);
+        let ok = self.wait(timeout, || self.processed.load(Relaxed) >= target);
+        self.wake_at.store(0, Relaxed);
+        ok
+    }
+}
+
+impl Raft for Counter {
+    fn process(&self, _m: Message) -> Result<(), ProcessError> {
+        let n = self.processed.fetch_add(1, Relaxed) + 1;
+        let w = self.wake_at.load(Relaxed);
+        if w != 0 && n >= w {
+            self.fired_at
+                .store(self.epoch.elapsed().as_nanos() as u64, Relaxed);
+            self.wake_at.store(0, Relaxed);
+            self.wake();
+        }
+        Ok(())
+    }
+
+    fn is_id_removed(&self, _id: u64) -> bool {
+        false
+    }
+
+    fn report_unreachable(&self, _id: u64) {
+        self.unreachable.fetch_add(1, Relaxed);
+    }
+
+    fn report_snapshot(&self, _id: u64, status: SnapshotStatus) {
+        match status {
+            SnapshotStatus::Finish => self.snapshots_done.fetch_add(1, Relaxed),
+            SnapshotStatus::Failure => self.snapshots_failed.fetch_add(1, Relaxed),
+        };
+        self.wake();
+    }
+
+    /// Saves the database into the snapshot directory, as etcd's `SaveDBFrom` does
+    /// (the anchor saves into /dev/shm, so no disk is measured).
+    fn receive_snapshot(&self, env: &Message, data: &mut dyn std::io::Read) -> Result<(), String> {
+        let path = self
+            .snap_dir
+            .join(format!("{:016x}.snap.db", env.snapshot.metadata.index));
+        let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        std::io::copy(data, &mut f).map_err(|e| e.to_string())?;
+        f.flush().map_err(|e| e.to_string())?;
+        drop(f);
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    }
+}
+
+/// A member: its transport and counter.
+pub struct Member {
+    /// The transport.
+    pub transport: Transport,
+    /// What it received.
+    pub counter: Arc<Counter>,
+}
+
+/// Starts member `id` on 127.0.0.1 with etcd's defaults.
+pub fn member(
+    id: u64,
+    io: IoMode,
+    epoch: Instant,
+    snap_dir: PathBuf,
+) -> Result<Member, TransportError> {
+    let counter = Counter::new(epoch, snap_dir);
+    let mut cfg = Config::new(id, 0xbe4c);
+    cfg.listen = vec!["127.0.0.1:0".parse().expect("address")];
+    cfg.io = io;
+    let transport = Transport::start(cfg, counter.clone())?;
+    Ok(Member { transport, counter })
+}
+
+/// The URL of `m`'s peer port.
+pub fn url(m: &Member) -> String {
+    format!("http://{}", m.transport.local_addrs()[0])
+}
+
+/// Waits until `m`'s writers towards `peer` have both streams attached and the peer is
+/// active, then 300 ms more, as the anchor does.
+pub fn wait_streams(m: &Member, peer: u64, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        let s = m.transport.stats();
+        if s.peers
+            .iter()
+            .any(|p| p.id == peer && p.active && p.streams_attached == (true, true))
+        {
+            std::thread::sleep(Duration::from_millis(300));
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// What a message source is.
+pub enum Source {
+    /// Contiguous MsgApps.
+    App(AppSource),
+    /// Heartbeats.
+    Heartbeat(u64, u64),
+}
+
+impl Source {
+    /// Message `k`.
+    fn next(&mut self, k: u64) -> Message {
+        match self {
+            Source::App(s) => s.next_message(),
+            Source::Heartbeat(from, to) => heartbeat(*from, *to, k),
+        }
+    }
+}
+
+/// Figures sampled at both ends of a row.
+#[derive(Clone, Copy)]
+struct Sample {
+    t: Instant,
+    allocs: AllocTotals,
+    cpu: Duration,
+    unreachable: u64,
+    send_failures: u64,
+    recv_failures: u64,
+    wire: u64,
+}
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass; RUSAGE_SELF is valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn sample(tx: &Member, rx: &Member) -> Sample {
+    let (mut sf, mut rf) = (0, 0);
+    for m in [tx, rx] {
+        for p in m.transport.stats().peers {
+            sf += p.sent_failures;
+            rf += p.received_failures;
+        }
+    }
+    Sample {
+        t: Instant::now(),
+        allocs: AllocTotals::now(),
+        cpu: cpu_time(),
+        unreachable: tx.counter.unreachable.load(Relaxed),
+        send_failures: sf,
+        recv_failures: rf,
+        wire: tx.transport.wire_bytes() + rx.transport.wire_bytes(),
+    }
+}
+
+/// Resets the kernel's peak-RSS mark (VmHWM), so the next [`peak_rss_kib`] is this row's.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// VmHWM in KiB (0 if unknown).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {
+    let wall = (b.t - a.t).as_secs_f64();
+    let n = msgs as f64;
+    let cpu = (b.cpu - a.cpu).as_secs_f64();
+    let allocs = b.allocs.since(a.allocs);
+    row.msgs = msgs;
+    row.seconds = wall;
+    row.msgs_per_sec = n / wall;
+    row.entries_per_sec = n * row.entries_per_msg as f64 / wall;
+    row.payload_mb_per_sec = n * (row.entries_per_msg * row.entry_bytes) as f64 / wall / 1e6;
+    row.allocs_per_msg = allocs.allocs.saturating_sub(harness_allocs) as f64 / n;
+    row.alloc_bytes_per_msg = allocs.bytes as f64 / n;
+    row.cpu_us_per_msg = cpu * 1e6 / n;
+    row.cpu_cores = cpu / wall;
+    row.report_unreachable = (b.unreachable - a.unreachable) as f64;
+    row.send_failures = (b.send_failures - a.send_failures) as f64;
+    row.recv_failures = (b.recv_failures - a.recv_failures) as f64;
+    row.wire_bytes_per_msg = (b.wire - a.wire) as f64 / n;
+}
+
+/// Sends `n` messages one per call, keeping `sent − processed` under `window` (resuming
+/// at two thirds of it). Returns how many were never delivered and the allocations the
+/// harness itself made building messages.
+fn pump(
+    tx: &Member,
+    rx: &Member,
+    src: &mut Source,
+    n: u64,
+    window: u64,
+    timeout: Duration,
+) -> (u64, u64) {
+    let base = rx.counter.processed.load(Relaxed);
+    let resume = window * 2 / 3;
+    let mut harness = 0;
+    for k in 0..n {
+        if k - (rx.counter.processed.load(Relaxed) - base) >= window
+            && !rx.counter.wait_processed(base + k - resume, timeout)
+        {
+            return (n - (rx.counter.processed.load(Relaxed) - base), harness);
+        }
+        let before = thread_allocs();
+        let m = src.next(k);
+        harness += thread_allocs() - before;
+        tx.transport.send_message(m);
+    }
+    if !rx.counter.wait_processed(base + n, timeout) {
+        return (n - (rx.counter.processed.load(Relaxed) - base), harness);
+    }
+    (0, harness)
+}
+
+/// A throughput row.
+#[allow(clippy::too_many_arguments)]
+pub fn throughput(
+    name: &str,
+    path: &str,
+    tx: &Member,
+    rx: &Member,
+    src: &mut Source,
+    n: u64,
+    warm: u64,
+    window: u64,
+    per: u64,
+    size: u64,
+) -> Row {
+    let mut row = Row {
+        name: name.into(),
+        path: path.into(),
+        kind: "throughput".into(),
+        entries_per_msg: per,
+        entry_bytes: size,
+        ..Default::default()
+    };
+    if warm > 0 {
+        pump(tx, rx, src, warm, window, Duration::from_secs(30));
+    }
+    reset_peak_rss();
+    let a = sample(tx, rx);
+    let (missing, harness) = pump(tx, rx, src, n, window, Duration::from_secs(30));
+    let b = sample(tx, rx);
+    fill(&mut row, a, b, n, harness);
+    row.missing = missing as f64;
+    row.peak_rss_kib = peak_rss_kib();
+    row
+}
+
+/// A latency row: one message in flight, `send` to `process` time.
+#[allow(clippy::too_many_arguments)]
+pub fn latency(
+    name: &str,
+    path: &str,
+    tx: &Member,
+    rx: &Member,
+    src: &mut Source,
+    n: u64,
+    warm: u64,
+    per: u64,
+    size: u64,
+) -> Row {
+    let mut row = Row {
+        name: name.into(),
+        path: path.into(),
+        kind: "latency".into(),
+        entries_per_msg: per,
+        entry_bytes: size,
+        ..Default::default()
+    };
+    let mut lat: Vec<u64> = Vec::with_capacity(n as usize);
+    let (mut missing, mut harness) = (0u64, 0u64);
+    reset_peak_rss();
+    let mut a = sample(tx, rx);
+    let epoch = rx.counter.epoch;
+    for k in 0..warm + n {
+        if k == warm {
+            a = sample(tx, rx);
+            harness = 0;
+        }
+        let target = rx.counter.processed.load(Relaxed) + 1;
+        let before = thread_allocs();
+        let m = src.next(k);
+        harness += thread_allocs() - before;
+        rx.counter.wake_at.store(target, Relaxed);
+        let t0 = epoch.elapsed().as_nanos() as u64;
+        tx.transport.send_message(m);
+        if !rx.counter.wait(Duration::from_secs(5), || {
+            rx.counter.processed.load(Relaxed) >= target
+        }) {
+            missing += 1;
+            continue;
+        }
+        if k >= warm {
+            lat.push(rx.counter.fired_at.load(Relaxed).saturating_sub(t0));
+        }
+    }
+    let b = sample(tx, rx);
+    fill(&mut row, a, b, n, harness);
+    row.missing = missing as f64;
+    lat.sort_unstable();
+    let q = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i] as f64 / 1e3
+    };
+    (row.p50_us, row.p90_us, row.p99_us, row.p999_us, row.max_us) =
+        (q(0.5), q(0.9), q(0.99), q(0.999), q(1.0));
+    row.peak_rss_kib = peak_rss_kib();
+    row
+}
+
+/// `count` snapshots of `size` bytes through `POST /raft/snapshot`, one at a time.
+pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) -> Row {
+    let mut row = Row {
+        name: format!("snapshot {} MiB", size >> 20),
+        path: "snapshot".into(),
+        kind: "snapshot".into(),
+        entries_per_msg: 1,
+        entry_bytes: size,
+        ..Default::default()
+    };
+    let body: Bytes = (0..size).map(|i| (i * 7) as u8).collect::<Vec<u8>>().into();
+    reset_peak_rss();
+    let a = sample(tx, rx);
+    let mut missing = 0;
+    let c = &tx.counter;
+    for k in 0..count {
+        let (ok, failed) = (
+            c.snapshots_done.load(Relaxed),
+            c.snapshots_failed.load(Relaxed),
+        );
+        let m = Message {
+            msg_type: MessageType::MsgSnap as i32,
+            from: 1,
+            to: rx_id,
+            term: 1,
+            snapshot: Snapshot {
+                data: Some(Bytes::from_static(b"anchor")),
+                metadata: SnapshotMetadata {
+                    index: 1_000_000 + k,
+                    term: 1,
+                    ..Default::default()
+                },
+            },
+            ..Default::default()
+        };
+        tx.transport
+            .send_snapshot(m, std::io::Cursor::new(body.clone()), size);
+        c.wait(Duration::from_secs(60), || {
+            c.snapshots_done.load(Relaxed) > ok || c.snapshots_failed.load(Relaxed) > failed
+        });
+        if c.snapshots_done.load(Relaxed) <= ok {
+            missing += 1;
+        }
+    }
+    let b = sample(tx, rx);
+    fill(&mut row, a, b, count, 0);
+    row.missing = missing as f64;
+    row.peak_rss_kib = peak_rss_kib();
+    row
+}

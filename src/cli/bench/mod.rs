@@ -1,0 +1,329 @@
+//! `rafthttp bench`: the Go anchor's workloads (`shared/anchors/etcd-go`), with the same
+//! semantics, on our transport: two members on loopback, one message per `send` from
+//! one thread, a pacing window so that nothing drops (drops still counted), the same
+//! rows, columns and JSON schema, so that `perf/compare.sh` reads both with one parser.
+
+pub mod harness;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rafthttp::io::IoMode;
+use rafthttp::workload::AppSource;
+
+use harness::{latency, member, snapshots, throughput, url, wait_streams, Source};
+use report::{table, Report, Row, LEGEND};
+
+/// Arguments of `rafthttp bench` (counts default to the anchor's).
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// I/O backend: auto, uring or epoll.
+    #[arg(long, default_value = "auto")]
+    pub io: IoMode,
+    /// Write the results as JSON (the anchor's schema) to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Ten times fewer messages (a smoke test).
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only the rows whose name contains this (repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Most messages in flight (sent − processed) on streams; below the 4096-slot queues.
+    #[arg(long, default_value_t = 3000)]
+    pub window: u64,
+    /// Messages for msgapp 1x64B.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub n64: u64,
+    /// Messages for msgapp 1x1KiB.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub n1k: u64,
+    /// Messages for msgapp 1x16KiB.
+    #[arg(long, default_value_t = 200_000)]
+    pub n16k: u64,
+    /// Messages for msgapp 100x64B.
+    #[arg(long, default_value_t = 100_000)]
+    pub nbatch: u64,
+    /// Messages for heartbeat.
+    #[arg(long, default_value_t = 2_500_000)]
+    pub nhb: u64,
+    /// Round trips for each latency row.
+    #[arg(long, default_value_t = 10_000)]
+    pub nlat: u64,
+    /// Messages for the pipeline row (0 skips it).
+    #[arg(long, default_value_t = 60_000)]
+    pub npipe: u64,
+    /// Snapshots to send (0 skips the row).
+    #[arg(long, default_value_t = 5)]
+    pub nsnap: u64,
+    /// Snapshot size in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub snapmib: u64,
+}
+
+/// Why the bench failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A flag is wrong.
+    #[error("{0}")]
+    Flag(String),
+    /// A transport would not start.
+    #[error(transparent)]
+    Transport(#[from] rafthttp::transport::TransportError),
+    /// Streams did not come up.
+    #[error("streams between the members did not attach within 10 s")]
+    Streams,
+    /// Writing the JSON failed.
+    #[error("{0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
+fn warm(n: u64) -> u64 {
+    (n / 10).min(2000)
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn cpu_model() -> String {
+    read_trim("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.split_whitespace().collect::<Vec<_>>().join("_"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn snap_dir() -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("rafthttp-bench-snap-{}", std::process::id()))
+}
+
+/// Runs the suite and prints the table (and JSON if asked).
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    if args.window == 0 || args.window >= 4096 {
+        return Err(BenchError::Flag(
+            "--window must be in 1..4095 (the queues hold 4096)".into(),
+        ));
+    }
+    let div = if args.quick { 10 } else { 1 };
+    let wanted =
+        |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()));
+    let dir = snap_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Write(dir.clone(), e))?;
+    let epoch = Instant::now();
+    let mut rows: Vec<Row> = Vec::new();
+    let add = |rows: &mut Vec<Row>, r: Row| {
+        eprintln!(
+            "  {:<27} {:>10.0} msg/s {:>8.1} MB/s {:>7.2} allocs/msg {:>7.2} cpu-us/msg{}  drops {}/{}/{}/{}",
+            r.name, r.msgs_per_sec, r.payload_mb_per_sec, r.allocs_per_msg, r.cpu_us_per_msg,
+            if r.kind == "latency" { format!("  p50 {:.1}us p99 {:.1}us", r.p50_us, r.p99_us) } else { String::new() },
+            r.report_unreachable, r.send_failures, r.recv_failures, r.missing
+        );
+        rows.push(r);
+    };
+
+    let n1 = member(1, args.io, epoch, dir.clone())?;
+    let n2 = member(2, args.io, epoch, dir.clone())?;
+    let io = n1.transport.backend().name();
+    eprintln!("rafthttp bench: {} I/O, window {}", io, args.window);
+    n1.transport.add_peer(2, &[url(&n2)])?;
+    n2.transport.add_peer(1, &[url(&n1)])?;
+    if !wait_streams(&n1, 2, Duration::from_secs(10))
+        || !wait_streams(&n2, 1, Duration::from_secs(10))
+    {
+        return Err(BenchError::Streams);
+    }
+    // One AppSource per link keeps MsgApps contiguous across rows, as the anchor's
+    // shared index does: each row continues where the last left off.
+    let index_source = |per: usize, size: usize, last: &u64| {
+        let mut s = AppSource::new(1, 2, per, size);
+        s.set_index(*last);
+        s
+    };
+    let mut last_index = 0u64;
+    for (name, n, per, size) in [
+        ("msgapp 1x64B", args.n64, 1usize, 64usize),
+        ("msgapp 1x1KiB", args.n1k, 1, 1024),
+        ("msgapp 1x16KiB", args.n16k, 1, 16 << 10),
+        ("msgapp 100x64B (batched)", args.nbatch, 100, 64),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        let n = n / div;
+        let src = index_source(per, size, &last_index);
+        let mut src = Source::App(src);
+        add(
+            &mut rows,
+            throughput(
+                name,
+                "msgappv2",
+                &n1,
+                &n2,
+                &mut src,
+                n,
+                warm(n),
+                args.window,
+                per as u64,
+                size as u64,
+            ),
+        );
+        if let Source::App(s) = &src {
+            last_index = s.index();
+        }
+    }
+    let name = "heartbeat (message stream)";
+    if wanted(name) {
+        let n = args.nhb / div;
+        add(
+            &mut rows,
+            throughput(
+                name,
+                "message",
+                &n1,
+                &n2,
+                &mut Source::Heartbeat(1, 2),
+                n,
+                warm(n),
+                args.window,
+                0,
+                0,
+            ),
+        );
+    }
+    let nlat = args.nlat / div;
+    if wanted("latency msgapp 1x64B") {
+        let mut src = Source::App(index_source(1, 64, &last_index));
+        add(
+            &mut rows,
+            latency(
+                "latency msgapp 1x64B",
+                "msgappv2",
+                &n1,
+                &n2,
+                &mut src,
+                nlat,
+                500,
+                1,
+                64,
+            ),
+        );
+        if let Source::App(s) = &src {
+            last_index = s.index();
+        }
+    }
+    if wanted("latency heartbeat") {
+        add(
+            &mut rows,
+            latency(
+                "latency heartbeat",
+                "message",
+                &n1,
+                &n2,
+                &mut Source::Heartbeat(1, 2),
+                nlat,
+                500,
+                0,
+                0,
+            ),
+        );
+    }
+    let _ = last_index;
+    if args.nsnap > 0 && wanted("snapshot") {
+        add(
+            &mut rows,
+            snapshots(&n1, &n2, 2, args.nsnap, args.snapmib << 20),
+        );
+    }
+    drop((n1, n2));
+
+    if args.npipe > 0 && wanted("pipeline msgapp 1x64B") {
+        // Member 4 never adds member 3, so it refuses 3's stream dials and 3's writers
+        // never attach: everything goes by pipeline (one POST /raft per message).
+        let n3 = member(3, args.io, epoch, dir.clone())?;
+        let n4 = member(4, args.io, epoch, dir.clone())?;
+        n3.transport.add_peer(4, &[url(&n4)])?;
+        std::thread::sleep(Duration::from_millis(200));
+        let n = args.npipe / div;
+        let mut src = Source::App(AppSource::new(3, 4, 1, 64));
+        add(
+            &mut rows,
+            throughput(
+                "pipeline msgapp 1x64B",
+                "pipeline",
+                &n3,
+                &n4,
+                &mut src,
+                n,
+                warm(n),
+                32,
+                1,
+                64,
+            ),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut report = Report::default();
+    for (k, v) in [
+        ("impl", "rafthttp".to_string()),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "etcd_version",
+            format!("rafthttp {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("io", io.to_string()),
+        (
+            "numcpu",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+                .to_string(),
+        ),
+        ("window", args.window.to_string()),
+        ("kernel", read_trim("/proc/sys/kernel/osrelease")),
+        ("cpu", cpu_model()),
+        (
+            "started",
+            rafthttp::transport::handlers::rfc3339_nano(std::time::SystemTime::now()),
+        ),
+    ] {
+        report.meta.insert(k.to_string(), v);
+    }
+    report.results = rows;
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, text).map_err(|e| BenchError::Write(path.clone(), e))?;
+    }
+    println!(
+        "{}",
+        table(
+            &format!(
+                "rafthttp {} ({io}) on loopback -- single run",
+                env!("CARGO_PKG_VERSION")
+            ),
+            &report.results
+        )
+    );
+    println!("{LEGEND}");
+    for r in &report.results {
+        if r.report_unreachable + r.send_failures + r.recv_failures + r.missing > 0.0 {
+            eprintln!(
+                "rafthttp bench: WARNING: drops or missing messages in {}",
+                r.name
+            );
+        }
+    }
+    Ok(())
+}
