@@ -13,6 +13,10 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         cli::Command::Decode(args) => cli::decode::run(args),
+        cli::Command::Demo(args) => {
+            init_logs();
+            cli::demo::run(args).map_err(|e| e.to_string())
+        }
         cli::Command::Bench(args) => {
             init_logs();
             cli::bench::run(args).map_err(|e| e.to_string())

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod decode;
+pub mod demo;
 pub mod etcd_member;
 pub mod peer;
 
@@ -19,6 +20,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a raft-rs cluster over rafthttp on loopback: replicate, fail over, catch up.
+    Demo(demo::DemoArgs),
     /// Decode rafthttp stream, pipeline or snapshot bytes into JSON lines, one per frame.
     Decode(decode::DecodeArgs),
     /// Measure the transport on the Go anchor's workloads (two members on loopback).

@@ -25,6 +25,8 @@ pub enum Input {
     Propose(Bytes),
     /// Transfer leadership to this member.
     TransferLeader(u64),
+    /// Campaign now (to elect a first leader without waiting for a timeout).
+    Campaign,
     /// Stop the loop.
     Stop,
 }

@@ -204,6 +204,11 @@ impl RaftNode {
                 }
             }
             Input::TransferLeader(id) => self.raw.transfer_leader(id),
+            Input::Campaign => {
+                if let Err(e) = self.raw.campaign() {
+                    tracing::debug!(error = %e, "campaign");
+                }
+            }
             Input::Stop => {}
         }
     }

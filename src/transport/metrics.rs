@@ -116,8 +116,18 @@ fn family<'a>(
 /// The `etcd_network_*` metrics for `peers`, in the Prometheus text format.
 pub fn render(peers: &[PeerSample<'_>]) -> String {
     let mut out = String::new();
-    let to = |p: &PeerSample<'_>| format!("To=\"{:x}\"", p.id);
-    let from = |p: &PeerSample<'_>| format!("From=\"{:x}\"", p.id);
+    // Several members in one process (a demo cluster): their per-peer series would
+    // collide on `To`/`From` alone, so they gain a `Local` label.
+    let multi = peers.windows(2).any(|w| w[0].local != w[1].local);
+    let local = move |p: &PeerSample<'_>| {
+        if multi {
+            format!("Local=\"{:x}\",", p.local)
+        } else {
+            String::new()
+        }
+    };
+    let to = move |p: &PeerSample<'_>| format!("{}To=\"{:x}\"", local(p), p.id);
+    let from = move |p: &PeerSample<'_>| format!("{}From=\"{:x}\"", local(p), p.id);
     let local_remote =
         |p: &PeerSample<'_>| format!("Local=\"{:x}\",Remote=\"{:x}\"", p.local, p.id);
     let load = |a: &AtomicU64| a.load(Relaxed).to_string();
@@ -192,7 +202,7 @@ pub fn render(peers: &[PeerSample<'_>]) -> String {
             &c.snapshot_receive
         }),
     ] {
-        let l = |p: &PeerSample<'_>| format!("{label}=\"{:x}\"", p.id);
+        let l = |p: &PeerSample<'_>| format!("{}{label}=\"{:x}\"", local(p), p.id);
         family(
             &mut out,
             &format!("etcd_network_snapshot_{dir}_success"),

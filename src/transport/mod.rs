@@ -637,12 +637,21 @@ impl Transport {
 
     /// etcd's `etcd_network_*` metrics in the Prometheus text format, for `/metrics`.
     pub fn metrics_text(&self) -> String {
-        let peers: Vec<Arc<Peer>> = {
-            let map = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
-            let mut v: Vec<_> = map.values().filter(|p| !p.remote_only).cloned().collect();
-            v.sort_by_key(|p| p.id);
-            v
-        };
+        Self::metrics_text_all(&[self])
+    }
+
+    /// The metrics of several transports in one process (a demo cluster), each metric
+    /// family once, told apart by their `Local` and `To`/`From` labels.
+    pub fn metrics_text_all(transports: &[&Transport]) -> String {
+        let peers: Vec<Arc<Peer>> = transports
+            .iter()
+            .flat_map(|t| {
+                let map = t.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+                let mut v: Vec<_> = map.values().filter(|p| !p.remote_only).cloned().collect();
+                v.sort_by_key(|p| p.id);
+                v
+            })
+            .collect();
         let samples: Vec<metrics::PeerSample<'_>> = peers
             .iter()
             .map(|p| metrics::PeerSample {
