@@ -95,3 +95,20 @@ fn demo_refuses_bad_flags() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be positive"));
 }
+
+#[path = "../examples/embed_raft_rs.rs"]
+mod embed_raft_rs;
+
+/// The embedding example (`examples/embed_raft_rs.rs`, compiled in here): three
+/// hand-written raft-rs loops over rafthttp must each apply the leader's ten entries.
+#[test]
+fn embedding_example_commits_on_every_node() {
+    let nodes = embed_raft_rs::three_nodes(10).unwrap();
+    assert_eq!(nodes.len(), 3);
+    let first = &nodes[0].1;
+    assert_eq!(first.len(), 10);
+    for (id, applied) in &nodes {
+        assert_eq!(applied, first, "node {id} applied something else");
+    }
+    assert!(first[0].starts_with("entry 0 from "), "{first:?}");
+}
