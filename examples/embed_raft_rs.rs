@@ -95,9 +95,12 @@ fn run(
     applied
 }
 
+/// A node's ID and the entries it applied.
+pub type Applied = (u64, Vec<String>);
+
 /// Starts three members on loopback, runs their raft loops until each has applied
 /// `want` entries, and returns what each applied.
-pub fn three_nodes(want: usize) -> Result<Vec<(u64, Vec<String>)>, Box<dyn std::error::Error>> {
+pub fn three_nodes(want: usize) -> Result<Vec<Applied>, Box<dyn std::error::Error>> {
     // 1. A transport per member: its ID, the cluster ID, where it listens.
     let mut members = Vec::new();
     for id in 1..=3u64 {
