@@ -170,7 +170,16 @@ pub(crate) struct FrameAssembler {
     offset: u64,
     /// The first error; once failed, the stream stays failed.
     failed: Option<DecodeError>,
+    /// Retired assembly buffers, reused once the frames sliced from them are dropped.
+    spares: Vec<BytesMut>,
 }
+
+/// Capacity aimed for when a new assembly buffer must be allocated.
+const SPARE_ASSEMBLY: usize = 64 * 1024;
+/// Largest capacity taken up front for a frame that straddles pieces.
+const MAX_ASSEMBLY: usize = 1024 * 1024;
+/// Assembly buffers kept for reuse.
+const MAX_SPARES: usize = 4;
 
 impl FrameAssembler {
     /// Returns the next whole frame and its stream offset, consuming from `input`. `None`
@@ -206,8 +215,17 @@ impl FrameAssembler {
                     return Ok(Some((input.split_to(n), offset)));
                 }
                 Scan::Complete(_) => return Err(self.internal(offset)),
-                Scan::Need(_) => {
+                Scan::Need(total) => {
                     // The whole piece belongs to this frame: keep it and wait for more.
+                    // Room for twice what arrived (most frames then need no second
+                    // allocation), never more than the frame needs: memory follows the
+                    // bytes received, not a length a peer declared.
+                    let need = usize::try_from(total).unwrap_or(usize::MAX);
+                    let want = (2 * input.len())
+                        .min(MAX_ASSEMBLY)
+                        .min(need)
+                        .max(input.len());
+                    self.start_pending(want);
                     self.pending.extend_from_slice(input);
                     input.clear();
                     return Ok(None);
@@ -231,6 +249,27 @@ impl FrameAssembler {
                     input.advance(take);
                 }
             }
+        }
+    }
+
+    /// Readies the (empty) `pending` for a frame of about `want` bytes without
+    /// allocating when an earlier buffer is free again: frames handed out are slices of
+    /// it, so it is reusable only once they are all dropped.
+    fn start_pending(&mut self, want: usize) {
+        debug_assert!(self.pending.is_empty());
+        if self.pending.try_reclaim(want) {
+            return;
+        }
+        let retired = std::mem::take(&mut self.pending);
+        self.pending = match self.spares.iter_mut().position(|b| b.try_reclaim(want)) {
+            Some(i) => self.spares.swap_remove(i),
+            // A new buffer gets some room beyond this frame so that later straddling
+            // frames can reuse it, at most 16 times what arrived (a peer that declares
+            // a large frame and sends little gets little).
+            None => BytesMut::with_capacity(want.max((16 * want).min(SPARE_ASSEMBLY))),
+        };
+        if retired.capacity() > 0 && self.spares.len() < MAX_SPARES {
+            self.spares.push(retired);
         }
     }
 

@@ -302,7 +302,7 @@ impl<B: Backend> Client<B> {
             if piece.is_empty() {
                 continue;
             }
-            io.write_vectored(vec![
+            io.write_vectored([
                 super::chunked::chunk_header(piece.len()),
                 piece,
                 Bytes::from_static(b"\r\n"),

@@ -66,7 +66,14 @@ pub struct HttpIo<C: Conn> {
     max_head: usize,
     /// Counts bytes read and written, when set (a server's wire-byte figure).
     wire: Option<Arc<AtomicU64>>,
+    /// Retired read buffers, reused once nothing points into them.
+    spares: Vec<BytesMut>,
+    /// The vector of pieces for vectored writes, reused.
+    iov: Vec<Bytes>,
 }
+
+/// Read buffers a connection keeps for reuse (each `read_size`, 64 KiB by default).
+const MAX_SPARE_READ_BUFFERS: usize = 8;
 
 impl<C: Conn> HttpIo<C> {
     /// Wraps `conn`, taking a read buffer from `pool` and starting its deadline watchdog
@@ -92,6 +99,8 @@ impl<C: Conn> HttpIo<C> {
             limits,
             max_head,
             wire: None,
+            spares: Vec::new(),
+            iov: Vec::new(),
         }
     }
 
@@ -119,7 +128,7 @@ impl<C: Conn> HttpIo<C> {
     /// Reads more bytes into `rbuf` before the deadline at `by`. Returns 0 at EOF.
     async fn fill(&mut self, by: Instant, what: &'static str) -> Result<usize, HttpError> {
         if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
-            self.rbuf.reserve(self.read_size);
+            self.grow_read_buffer();
         }
         self.deadline.arm_at(by);
         let buf = std::mem::take(&mut self.rbuf);
@@ -132,6 +141,30 @@ impl<C: Conn> HttpIo<C> {
         let n = res?;
         self.counted(n);
         Ok(n)
+    }
+
+    /// Makes room for a read. Frames handed out are slices of earlier reads, so the old
+    /// buffer is usually still shared; rather than allocate a fresh one each time, keep a
+    /// few retired buffers and reuse the first whose slices have all been dropped. In
+    /// steady state (a bounded number of messages in flight) reads allocate nothing.
+    fn grow_read_buffer(&mut self) {
+        let want = self.read_size;
+        if self.rbuf.try_reclaim(want) {
+            return;
+        }
+        if !self.rbuf.is_empty() {
+            // A partial frame to carry over: reserve copies it.
+            self.rbuf.reserve(want);
+            return;
+        }
+        let retired = std::mem::take(&mut self.rbuf);
+        self.rbuf = match self.spares.iter_mut().position(|b| b.try_reclaim(want)) {
+            Some(i) => self.spares.swap_remove(i),
+            None => BytesMut::with_capacity(want),
+        };
+        if self.spares.len() < MAX_SPARE_READ_BUFFERS {
+            self.spares.push(retired);
+        }
     }
 
     /// Moves unconsumed input back in front of `rbuf` so a head can be parsed from
@@ -258,7 +291,7 @@ impl<C: Conn> HttpIo<C> {
         match payload {
             Some(p) if p.len() >= super::batch::COPY_LIMIT => {
                 let head = self.wbuf.split().freeze();
-                self.write_vectored(vec![head, p]).await
+                self.write_vectored([head, p]).await
             }
             Some(p) => {
                 self.wbuf.extend_from_slice(&p);
@@ -284,11 +317,21 @@ impl<C: Conn> HttpIo<C> {
         Ok(res?)
     }
 
-    /// Writes `bufs` in order, vectored, within the write timeout.
-    pub async fn write_vectored(&self, bufs: Vec<Bytes>) -> Result<(), HttpError> {
+    /// Writes `parts` in order, vectored, within the write timeout. The vector that
+    /// carries them to the driver is the connection's own and comes back for the next
+    /// write, so writing allocates nothing.
+    pub async fn write_vectored(
+        &mut self,
+        parts: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), HttpError> {
+        let mut bufs = std::mem::take(&mut self.iov);
+        bufs.clear();
+        bufs.extend(parts);
         self.counted(bufs.iter().map(Bytes::len).sum());
         self.deadline.arm(self.timeouts.write);
-        let (res, _) = self.conn.write_all_vectored(bufs).await;
+        let (res, mut back) = self.conn.write_all_vectored(bufs).await;
+        back.clear();
+        self.iov = back;
         self.deadline.disarm();
         if self.deadline.expired() {
             return Err(HttpError::Timeout("writing"));

@@ -296,7 +296,7 @@ impl Server {
     /// a write fails, or the client closes the connection.
     async fn stream<C: Conn>(
         &self,
-        io: &HttpIo<C>,
+        io: &mut HttpIo<C>,
         source: &mut dyn StreamBody,
     ) -> Result<(), HttpError> {
         // A read that completes only when the client closes (or sends something, which a
@@ -326,7 +326,7 @@ impl Server {
                     let written = if pieces.len() == 1 {
                         io.write(pieces.pop().unwrap_or_default()).await
                     } else {
-                        io.write_vectored(std::mem::take(&mut pieces)).await
+                        io.write_vectored(pieces.drain(..)).await
                     };
                     pieces.clear();
                     if let Err(e) = written {

@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod handlers;
+pub mod message_pool;
 pub mod metrics;
 pub mod peer;
 pub mod peer_status;
@@ -15,6 +16,7 @@ pub mod pipeline;
 pub mod prober;
 pub mod queue;
 pub mod raft;
+pub mod recv_queue;
 pub mod snapshot_sender;
 pub mod stream_reader;
 pub mod stream_writer;

@@ -4,13 +4,14 @@
 //! and reports the peer unreachable (etcd's `pick` and drop rules, spec §4.3).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::message_pool::MessagePool;
 use super::peer_status::PeerStatus;
 use super::queue::{Push, WriterQueue};
 use super::raft::{Raft, SnapshotStatus};
+use super::recv_queue::RecvQueue;
 use super::url_picker::UrlPicker;
 use crate::http::client::PeerUrl;
 use crate::raftpb::{message_type_name, Message, MessageType};
@@ -103,8 +104,10 @@ pub struct Peer {
     pipeline_generation: super::queue::Generation,
     /// Counters.
     pub counters: PeerCounters,
-    recvc: SyncSender<Message>,
-    propc: SyncSender<Message>,
+    recvc: Arc<RecvQueue>,
+    propc: Arc<RecvQueue>,
+    /// Shells of processed messages, for the stream readers to decode into.
+    pub pool: Arc<MessagePool>,
     raft: Arc<dyn Raft>,
     paused: AtomicBool,
     stopped: AtomicBool,
@@ -119,6 +122,14 @@ pub struct Peer {
     last_drop_log: std::sync::Mutex<Option<Instant>>,
 }
 
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Lets the worker threads end once they have drained what is queued.
+        self.recvc.close();
+        self.propc.close();
+    }
+}
+
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Peer({:x})", self.id)
@@ -127,10 +138,12 @@ impl std::fmt::Debug for Peer {
 
 /// The receiving ends of a peer's receive queues, for its worker threads.
 pub struct PeerReceivers {
+    /// Where a borrowing application's processed messages go back.
+    pub pool: Arc<MessagePool>,
     /// Everything but MsgProp.
-    pub recv: Receiver<Message>,
+    pub recv: Arc<RecvQueue>,
     /// MsgProp (kept apart because `process` can block on it while there is no leader).
-    pub prop: Receiver<Message>,
+    pub prop: Arc<RecvQueue>,
 }
 
 impl Peer {
@@ -156,8 +169,10 @@ impl Peer {
         remote_only: bool,
         v21: bool,
     ) -> (Arc<Peer>, PeerReceivers) {
-        let (recvc, recv) = sync_channel(sizes.recv);
-        let (propc, prop) = sync_channel(sizes.recv);
+        let recvc = Arc::new(RecvQueue::new(sizes.recv));
+        let propc = Arc::new(RecvQueue::new(sizes.recv));
+        let (recv, prop) = (recvc.clone(), propc.clone());
+        let pool = Arc::new(MessagePool::new(sizes.recv));
         let pipeline = WriterQueue::new(sizes.pipeline);
         let (pipeline_generation, _) = pipeline.attach();
         let peer = Arc::new(Peer {
@@ -173,6 +188,7 @@ impl Peer {
             counters: PeerCounters::default(),
             recvc,
             propc,
+            pool: pool.clone(),
             raft,
             paused: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -182,7 +198,7 @@ impl Peer {
             stop_signal: tokio::sync::Notify::new(),
             last_drop_log: std::sync::Mutex::new(None),
         });
-        (peer, PeerReceivers { recv, prop })
+        (peer, PeerReceivers { recv, prop, pool })
     }
 
     /// The pipeline queue's (only) generation, for its sender.
@@ -297,23 +313,40 @@ impl Peer {
         if self.paused.load(Relaxed) {
             return;
         }
-        let is_prop = m.msg_type == MessageType::MsgProp as i32;
-        let sent = if is_prop {
-            self.propc.try_send(m)
+        let queue = if m.msg_type == MessageType::MsgProp as i32 {
+            &self.propc
         } else {
-            self.recvc.try_send(m)
+            &self.recvc
         };
-        match sent {
-            Ok(()) => {}
-            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => {
-                self.counters.received_failures.fetch_add(1, Relaxed);
-                let kind = message_type_name(m.msg_type).unwrap_or("unknown");
-                if self.status.is_active() {
-                    tracing::warn!(local_member_id = %format_args!("{:x}", self.local), "dropped {kind} from {:x} since receiving buffer is full", m.from);
-                } else {
-                    tracing::debug!(local_member_id = %format_args!("{:x}", self.local), "dropped {kind} from {:x} since receiving buffer is full", m.from);
-                }
+        if let Some(m) = queue.push(m) {
+            self.dropped_received(m);
+        }
+    }
+
+    /// [`deliver`](Self::deliver) for every message of `batch` (what one read decoded),
+    /// with one lock for the whole batch unless it holds a MsgProp. Leaves `batch` empty.
+    pub fn deliver_batch(&self, batch: &mut Vec<Message>) {
+        if self.paused.load(Relaxed) {
+            batch.clear();
+            return;
+        }
+        let prop = MessageType::MsgProp as i32;
+        if batch.iter().any(|m| m.msg_type == prop) {
+            for m in batch.drain(..) {
+                self.deliver(m);
             }
+            return;
+        }
+        self.recvc.push_batch(batch, |m| self.dropped_received(m));
+    }
+
+    fn dropped_received(&self, m: Message) {
+        self.counters.received_failures.fetch_add(1, Relaxed);
+        let kind = message_type_name(m.msg_type).unwrap_or("unknown");
+        if self.status.is_active() {
+            tracing::warn!(local_member_id = %format_args!("{:x}", self.local), "dropped {kind} from {:x} since receiving buffer is full", m.from);
+        } else {
+            tracing::debug!(local_member_id = %format_args!("{:x}", self.local), "dropped {kind} from {:x} since receiving buffer is full", m.from);
         }
     }
 
@@ -361,11 +394,25 @@ impl Peer {
 pub fn spawn_workers(id: u64, receivers: PeerReceivers, raft: Arc<dyn Raft>) {
     for (name, rx) in [("recv", receivers.recv), ("prop", receivers.prop)] {
         let raft = raft.clone();
+        let pool = receivers.pool.clone();
         let spawned = std::thread::Builder::new().name(format!("rafthttp-{name}-{id:x}")).spawn(move || {
-            // Ends when the peer (the sending side) is dropped.
-            while let Ok(m) = rx.recv() {
-                if let Err(e) = raft.process(m) {
-                    tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
+            // Ends when the peer is dropped (which closes the queue).
+            let mut batch = std::collections::VecDeque::new();
+            let borrows = raft.borrows();
+            while rx.pop_all(&mut batch) {
+                if borrows {
+                    for m in &batch {
+                        if let Err(e) = raft.process_borrowed(m) {
+                            tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
+                        }
+                    }
+                    pool.give_back(&mut batch);
+                    continue;
+                }
+                for m in batch.drain(..) {
+                    if let Err(e) = raft.process(m) {
+                        tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
+                    }
                 }
             }
         });

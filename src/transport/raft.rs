@@ -29,6 +29,20 @@ pub enum ProcessError {
 pub trait Raft: Send + Sync + 'static {
     /// Steps a received message into raft.
     fn process(&self, m: Message) -> Result<(), ProcessError>;
+
+    /// Whether received messages should go to [`process_borrowed`](Self::process_borrowed)
+    /// instead of [`process`](Self::process). A borrowing application lets the transport
+    /// reuse each message's buffers for the next one, so that receiving allocates nothing
+    /// per message; it must copy (or convert) what it keeps. Default: no.
+    fn borrows(&self) -> bool {
+        false
+    }
+
+    /// Steps a received message that stays the transport's (see [`borrows`](Self::borrows)).
+    /// The default hands a copy to [`process`](Self::process).
+    fn process_borrowed(&self, m: &Message) -> Result<(), ProcessError> {
+        self.process(m.clone())
+    }
     /// Whether `id` was removed from the cluster.
     fn is_id_removed(&self, id: u64) -> bool;
     /// A message to `id` could not be sent (raft should probe it).

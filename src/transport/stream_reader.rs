@@ -171,13 +171,17 @@ impl IoTask for StreamReader {
                 )),
             };
             let mut msg = Message::default();
+            let mut batch: Vec<Message> = Vec::with_capacity(256);
+            let mut spare: Vec<Message> = Vec::with_capacity(256);
             let ended = loop {
                 match resp.next().await {
                     Ok(Some(piece)) => {
                         peer.counters
                             .received_bytes
                             .fetch_add(piece.len() as u64, Relaxed);
-                        if let Err(e) = deliver_all(peer, &mut decoder, piece, &mut msg) {
+                        if let Err(e) =
+                            deliver_all(peer, &mut decoder, piece, &mut msg, &mut batch, &mut spare)
+                        {
                             break Some(e);
                         }
                     }
@@ -241,6 +245,8 @@ fn deliver_all(
     decoder: &mut Decoder,
     mut piece: Bytes,
     msg: &mut Message,
+    batch: &mut Vec<Message>,
+    spare: &mut Vec<Message>,
 ) -> Result<(), String> {
     loop {
         let frame = match decoder {
@@ -250,9 +256,20 @@ fn deliver_all(
         };
         match frame {
             Ok(Some(info)) if info.kind == FrameKind::LinkHeartbeat => {}
-            Ok(Some(_)) => peer.deliver(std::mem::take(msg)),
-            Ok(None) => return Ok(()),
+            Ok(Some(_)) => {
+                // Decode the next message into a recycled shell when there is one.
+                if spare.is_empty() {
+                    peer.pool.take_many(spare, 256);
+                }
+                let next = spare.pop().unwrap_or_default();
+                batch.push(std::mem::replace(msg, next));
+            }
+            Ok(None) => {
+                peer.deliver_batch(batch);
+                return Ok(());
+            }
             Err(e) => {
+                peer.deliver_batch(batch);
                 tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), error = %e, "failed to read Raft message");
                 return Err(e.to_string());
             }

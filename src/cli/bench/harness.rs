@@ -83,7 +83,16 @@ impl Counter {
 }
 
 impl Raft for Counter {
-    fn process(&self, _m: Message) -> Result<(), ProcessError> {
+    fn process(&self, m: Message) -> Result<(), ProcessError> {
+        self.process_borrowed(&m)
+    }
+
+    /// The counter keeps nothing, so it borrows: the transport recycles each message.
+    fn borrows(&self) -> bool {
+        true
+    }
+
+    fn process_borrowed(&self, _m: &Message) -> Result<(), ProcessError> {
         let n = self.processed.fetch_add(1, Relaxed) + 1;
         let w = self.wake_at.load(Relaxed);
         if w != 0 && n >= w {
