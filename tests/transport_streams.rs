@@ -110,3 +110,59 @@ fn streams_carry_messages_both_ways_field_for_field_in_order() {
         b.stop();
     }
 }
+
+/// With a borrowing application the transport decodes into recycled messages: nothing
+/// of an earlier message (entries, context, reject) may leak into a later one.
+#[test]
+fn recycled_messages_carry_nothing_over() {
+    for io in io_modes() {
+        let (a, _ra) = tc::start(1, io, |_| {});
+        let (b, rb) = tc::start(2, io, |_| {});
+        rb.borrow.store(true, std::sync::atomic::Ordering::Relaxed);
+        a.add_peer(2, &[tc::url(&b)]).unwrap();
+        b.add_peer(1, &[tc::url(&a)]).unwrap();
+        tc::wait_until(Duration::from_secs(10), || {
+            tc::streams_up(&a) && tc::streams_up(&b)
+        });
+        let mut src = AppSource::new(1, 2, 3, 100);
+        let mut sent = Vec::new();
+        for i in 0..6000u64 {
+            let mut m = match i % 4 {
+                0 | 1 => src.next_message(),
+                2 => heartbeat(1, 2, i),
+                _ => Message {
+                    msg_type: MessageType::MsgVote as i32,
+                    from: 1,
+                    to: 2,
+                    term: 1,
+                    reject: true,
+                    reject_hint: i,
+                    ..Default::default()
+                },
+            };
+            if i % 3 == 0 {
+                m.context = Some(bytes::Bytes::from(vec![i as u8; 8]));
+            }
+            if i % 5 == 0 && m.msg_type == MessageType::MsgApp as i32 {
+                m.entries.truncate(1);
+                m.entries[0].data = None;
+            }
+            sent.push(m);
+        }
+        paced_send(&a, &rb, sent.clone());
+        let got = rb.got.lock().unwrap().clone();
+        for t in [
+            MessageType::MsgApp,
+            MessageType::MsgHeartbeat,
+            MessageType::MsgVote,
+        ] {
+            let pick = |v: &[Message]| {
+                v.iter()
+                    .filter(|m| m.msg_type == t as i32)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(pick(&got), pick(&sent), "{io:?}: {t:?}");
+        }
+    }
+}

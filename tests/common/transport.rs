@@ -18,6 +18,8 @@ pub struct Recorder {
     pub removed: Mutex<HashSet<u64>>,
     /// (snapshot index, bytes received, sum of the bytes) per received snapshot.
     pub snapshot_data: Mutex<Vec<(u64, u64, u64)>>,
+    /// Process by reference (`Raft::borrows`), so the transport recycles messages.
+    pub borrow: std::sync::atomic::AtomicBool,
     cv: Condvar,
 }
 
@@ -29,6 +31,9 @@ impl Raft for Recorder {
         self.got.lock().unwrap().push(m);
         self.cv.notify_all();
         Ok(())
+    }
+    fn borrows(&self) -> bool {
+        self.borrow.load(std::sync::atomic::Ordering::Relaxed)
     }
     fn is_id_removed(&self, id: u64) -> bool {
         self.removed.lock().unwrap().contains(&id)
