@@ -8,7 +8,8 @@
 #   RUNS=1 QUICK=1 perf/compare.sh  # smoke test (~30 s)
 #   KEEP_DIR=out perf/compare.sh    # keep every JSON report in ./out
 #
-# Environment: RUNS (3), QUICK (0), IPERF_PORT (5201), ANCHOR (path of the anchor).
+# Environment: RUNS (3), QUICK (0), IPERF_PORT (5201), ANCHOR (path of the anchor),
+# BENCH_ARGS (more flags for rafthttp bench, e.g. "--inline").
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,7 +41,8 @@ for i in $(seq 1 "$RUNS"); do
 	mv "$work/go$i/run1.json" "$work/go-$i.json"
 	for io in uring epoll; do
 		echo "== round $i/$RUNS: rafthttp bench --io $io" >&2
-		"$bench" bench --io "$io" "${quick[@]}" --json "$work/$io-$i.json" >/dev/null
+		# shellcheck disable=SC2086
+		"$bench" bench --io "$io" "${quick[@]}" ${BENCH_ARGS:-} --json "$work/$io-$i.json" >/dev/null
 	done
 done
 

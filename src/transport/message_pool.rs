@@ -17,7 +17,7 @@ pub struct MessagePool {
 
 /// Empties `m` for reuse: drops its entries and context (which may hold slices of a
 /// receive buffer, so keeping them would keep that buffer alive) but keeps capacity.
-fn empty(m: &mut Message) {
+pub fn empty(m: &mut Message) {
     m.entries.clear();
     m.context = None;
     m.responses.clear();

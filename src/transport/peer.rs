@@ -38,6 +38,9 @@ impl Default for QueueSizes {
     }
 }
 
+/// Emptied messages a stream reader keeps for decoding into.
+const MAX_SPARE_SHELLS: usize = 1024;
+
 /// Counters for one peer (etcd's `etcd_network_*` metrics).
 #[derive(Debug)]
 pub struct PeerCounters {
@@ -113,6 +116,8 @@ pub struct Peer {
     stopped: AtomicBool,
     /// etcd 2.1 routing: only MsgApp with term == logTerm takes the msgapp stream.
     v21: bool,
+    /// Received messages are processed on the I/O thread (`Raft::inline`).
+    inline: bool,
     /// The highest term of any outgoing non-MsgProp message (etcd 2.1's `setTerm`).
     term: AtomicU64,
     /// Wakes a v1 reader when `term` rises, so it re-dials with the new `X-Raft-Term`.
@@ -169,6 +174,7 @@ impl Peer {
         remote_only: bool,
         v21: bool,
     ) -> (Arc<Peer>, PeerReceivers) {
+        let inline = raft.inline();
         let recvc = Arc::new(RecvQueue::new(sizes.recv));
         let propc = Arc::new(RecvQueue::new(sizes.recv));
         let (recv, prop) = (recvc.clone(), propc.clone());
@@ -193,6 +199,7 @@ impl Peer {
             paused: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             v21,
+            inline,
             term: AtomicU64::new(0),
             term_changed: tokio::sync::Notify::new(),
             stop_signal: tokio::sync::Notify::new(),
@@ -325,12 +332,17 @@ impl Peer {
 
     /// [`deliver`](Self::deliver) for every message of `batch` (what one read decoded),
     /// with one lock for the whole batch unless it holds a MsgProp. Leaves `batch` empty.
-    pub fn deliver_batch(&self, batch: &mut Vec<Message>) {
+    /// Messages processed inline by a borrowing application come back emptied in `spare`.
+    pub fn deliver_batch(&self, batch: &mut Vec<Message>, spare: &mut Vec<Message>) {
         if self.paused.load(Relaxed) {
             batch.clear();
             return;
         }
         let prop = MessageType::MsgProp as i32;
+        if self.inline {
+            self.process_inline(batch, spare);
+            return;
+        }
         if batch.iter().any(|m| m.msg_type == prop) {
             for m in batch.drain(..) {
                 self.deliver(m);
@@ -338,6 +350,34 @@ impl Peer {
             return;
         }
         self.recvc.push_batch(batch, |m| self.dropped_received(m));
+    }
+
+    /// Processes `batch` on this (I/O) thread: the application said `process` never
+    /// blocks. MsgProp still goes to its worker.
+    fn process_inline(&self, batch: &mut Vec<Message>, spare: &mut Vec<Message>) {
+        let prop = MessageType::MsgProp as i32;
+        let borrows = self.raft.borrows();
+        for mut m in batch.drain(..) {
+            if m.msg_type == prop {
+                if let Some(m) = self.propc.push(m) {
+                    self.dropped_received(m);
+                }
+                continue;
+            }
+            let result = if borrows {
+                let r = self.raft.process_borrowed(&m);
+                if spare.len() < MAX_SPARE_SHELLS {
+                    super::message_pool::empty(&mut m);
+                    spare.push(m);
+                }
+                r
+            } else {
+                self.raft.process(m)
+            };
+            if let Err(e) = result {
+                tracing::warn!(remote_peer_id = %format_args!("{:x}", self.id), error = %e, "failed to process Raft message");
+            }
+        }
     }
 
     fn dropped_received(&self, m: Message) {

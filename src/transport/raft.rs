@@ -38,6 +38,16 @@ pub trait Raft: Send + Sync + 'static {
         false
     }
 
+    /// Whether `process` (or `process_borrowed`) returns at once, never waiting on a
+    /// lock held for long, a full channel or I/O. The transport then calls it on its I/O
+    /// thread as messages are decoded, instead of handing them to a worker thread: one
+    /// thread wake-up less per message, which is most of a message's latency. MsgProp,
+    /// on which etcd's raft may block while there is no leader, still goes through its
+    /// worker. Default: no.
+    fn inline(&self) -> bool {
+        false
+    }
+
     /// Steps a received message that stays the transport's (see [`borrows`](Self::borrows)).
     /// The default hands a copy to [`process`](Self::process).
     fn process_borrowed(&self, m: &Message) -> Result<(), ProcessError> {

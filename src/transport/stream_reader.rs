@@ -265,11 +265,11 @@ fn deliver_all(
                 batch.push(std::mem::replace(msg, next));
             }
             Ok(None) => {
-                peer.deliver_batch(batch);
+                peer.deliver_batch(batch, spare);
                 return Ok(());
             }
             Err(e) => {
-                peer.deliver_batch(batch);
+                peer.deliver_batch(batch, spare);
                 tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), error = %e, "failed to read Raft message");
                 return Err(e.to_string());
             }

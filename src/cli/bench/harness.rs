@@ -5,7 +5,10 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,9 @@ use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport,
 use rafthttp::workload::{heartbeat, AppSource};
 
 use super::report::Row;
+
+/// How long a waiting harness thread spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
 
 /// The receiving (and reporting) side of a member: counts what raft would see.
 pub struct Counter {
@@ -32,10 +38,11 @@ pub struct Counter {
     cv: Condvar,
     epoch: Instant,
     snap_dir: PathBuf,
+    inline: bool,
 }
 
 impl Counter {
-    fn new(epoch: Instant, snap_dir: PathBuf) -> Arc<Counter> {
+    fn new(epoch: Instant, snap_dir: PathBuf, inline: bool) -> Arc<Counter> {
         Arc::new(Counter {
             processed: AtomicU64::new(0),
             wake_at: AtomicU64::new(0),
@@ -47,16 +54,28 @@ impl Counter {
             cv: Condvar::new(),
             epoch,
             snap_dir,
+            inline,
         })
     }
 
     fn wake(&self) {
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Taking the lock orders this wake after a waiter's check; notifying after
+        // releasing it spares the woken thread from blocking on the lock at once.
+        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()));
         self.cv.notify_all();
     }
 
     /// Waits until `cond` holds, re-checked on every wake-up; false on timeout.
     fn wait(&self, timeout: Duration, cond: impl Fn() -> bool) -> bool {
+        // Spin briefly before sleeping, as Go's scheduler does before parking an idle
+        // thread (the anchor's waiting goroutine gets that for free).
+        let spin_until = Instant::now() + SPIN;
+        while Instant::now() < spin_until {
+            if cond() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
         let end = Instant::now() + timeout;
         let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         while !cond() {
@@ -76,7 +95,7 @@ impl Counter {
     /// Waits until `target` messages have been processed.
     fn wait_processed(&self, target: u64, timeout: Duration) -> bool {
         self.wake_at.store(target, Relaxed);
-        let ok = self.wait(timeout, || self.processed.load(Relaxed) >= target);
+        let ok = self.wait(timeout, || self.processed.load(Acquire) >= target);
         self.wake_at.store(0, Relaxed);
         ok
     }
@@ -92,13 +111,26 @@ impl Raft for Counter {
         true
     }
 
+    /// Counting never blocks; when `inline` is set the transport calls it on its I/O
+    /// thread (`--inline`).
+    fn inline(&self) -> bool {
+        self.inline
+    }
+
     fn process_borrowed(&self, _m: &Message) -> Result<(), ProcessError> {
-        let n = self.processed.fetch_add(1, Relaxed) + 1;
-        let w = self.wake_at.load(Relaxed);
-        if w != 0 && n >= w {
+        // One thread processes a member's messages at a time. The arrival time is
+        // stored before the count is published, so a waiter that sees the count sees
+        // this message's time, not the previous one's.
+        let n = self.processed.load(Acquire) + 1;
+        let w = self.wake_at.load(Acquire);
+        let fire = w != 0 && n >= w;
+        if fire {
             self.fired_at
-                .store(self.epoch.elapsed().as_nanos() as u64, Relaxed);
+                .store(self.epoch.elapsed().as_nanos() as u64, Release);
             self.wake_at.store(0, Relaxed);
+        }
+        self.processed.store(n, Release);
+        if fire {
             self.wake();
         }
         Ok(())
@@ -149,8 +181,9 @@ pub fn member(
     io: IoMode,
     epoch: Instant,
     snap_dir: PathBuf,
+    inline: bool,
 ) -> Result<Member, TransportError> {
-    let counter = Counter::new(epoch, snap_dir);
+    let counter = Counter::new(epoch, snap_dir, inline);
     let mut cfg = Config::new(id, 0xbe4c);
     cfg.listen = vec!["127.0.0.1:0".parse().expect("address")];
     cfg.io = io;
@@ -383,13 +416,13 @@ pub fn latency(
         let t0 = epoch.elapsed().as_nanos() as u64;
         tx.transport.send_message(m);
         if !rx.counter.wait(Duration::from_secs(5), || {
-            rx.counter.processed.load(Relaxed) >= target
+            rx.counter.processed.load(Acquire) >= target
         }) {
             missing += 1;
             continue;
         }
         if k >= warm {
-            lat.push(rx.counter.fired_at.load(Relaxed).saturating_sub(t0));
+            lat.push(rx.counter.fired_at.load(Acquire).saturating_sub(t0));
         }
     }
     let b = sample(tx, rx);

@@ -58,6 +58,11 @@ pub struct BenchArgs {
     /// Snapshots to send (0 skips the row).
     #[arg(long, default_value_t = 5)]
     pub nsnap: u64,
+    /// Process received messages on the I/O thread (`Raft::inline`) instead of handing
+    /// them to a worker thread, as an application whose `process` never blocks may.
+    /// Off by default, which matches the anchor (etcd hands them to a goroutine).
+    #[arg(long)]
+    pub inline: bool,
     /// Snapshot size in MiB.
     #[arg(long, default_value_t = 64)]
     pub snapmib: u64,
@@ -133,8 +138,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         rows.push(r);
     };
 
-    let n1 = member(1, args.io, epoch, dir.clone())?;
-    let n2 = member(2, args.io, epoch, dir.clone())?;
+    let n1 = member(1, args.io, epoch, dir.clone(), args.inline)?;
+    let n2 = member(2, args.io, epoch, dir.clone(), args.inline)?;
     let io = n1.transport.backend().name();
     eprintln!("rafthttp bench: {} I/O, window {}", io, args.window);
     n1.transport.add_peer(2, &[url(&n2)])?;
@@ -251,8 +256,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if args.npipe > 0 && wanted("pipeline msgapp 1x64B") {
         // Member 4 never adds member 3, so it refuses 3's stream dials and 3's writers
         // never attach: everything goes by pipeline (one POST /raft per message).
-        let n3 = member(3, args.io, epoch, dir.clone())?;
-        let n4 = member(4, args.io, epoch, dir.clone())?;
+        let n3 = member(3, args.io, epoch, dir.clone(), args.inline)?;
+        let n4 = member(4, args.io, epoch, dir.clone(), args.inline)?;
         n3.transport.add_peer(4, &[url(&n4)])?;
         std::thread::sleep(Duration::from_millis(200));
         let n = args.npipe / div;
@@ -292,6 +297,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 .to_string(),
         ),
         ("window", args.window.to_string()),
+        ("inline", args.inline.to_string()),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
         ("cpu", cpu_model()),
         (
