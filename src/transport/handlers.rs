@@ -60,9 +60,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
 }
 
-/// Runs the application's `process` off the I/O thread (it may block).
+/// Runs the application's `process` off the I/O thread (it may block), or right here
+/// when the application said it never blocks (`Raft::inline`; MsgProp excepted).
 async fn process(shared: &Shared, m: Message) -> Result<(), ProcessError> {
     let raft = shared.raft.clone();
+    if raft.inline() && m.msg_type != MessageType::MsgProp as i32 {
+        return raft.process(m);
+    }
     match tokio::task::spawn_blocking(move || raft.process(m)).await {
         Ok(r) => r,
         Err(e) => Err(ProcessError::Other(e.to_string())),
@@ -308,9 +312,22 @@ impl std::io::Read for ChannelReader {
                 }
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        bytes::Buf::advance(&mut self.current, n);
+        // Fill `buf` from every piece already here, so that a large read gets a large
+        // answer (fewer, larger writes for whoever saves the snapshot).
+        let mut n = 0;
+        loop {
+            let k = (buf.len() - n).min(self.current.len());
+            buf[n..n + k].copy_from_slice(&self.current[..k]);
+            bytes::Buf::advance(&mut self.current, k);
+            n += k;
+            if n == buf.len() {
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(b) => self.current = b,
+                Err(_) => break,
+            }
+        }
         Ok(n)
     }
 }

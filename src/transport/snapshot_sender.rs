@@ -18,8 +18,9 @@ use crate::http::write::HeaderValue;
 use crate::io::{Backend, BufferPool, IoTask};
 use crate::raftpb::Message;
 
-/// Bytes read from the application's reader per chunk.
-const PIECE: usize = 64 * 1024;
+/// Bytes read from the application's reader per chunk (one chunk and one vectored
+/// write each: larger pieces mean fewer syscalls and wake-ups per snapshot).
+const PIECE: usize = 256 * 1024;
 
 /// One snapshot on its way to a peer.
 pub struct SnapshotSend {

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{
     AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -118,19 +118,17 @@ impl Raft for Counter {
     }
 
     fn process_borrowed(&self, _m: &Message) -> Result<(), ProcessError> {
-        // One thread processes a member's messages at a time. The arrival time is
-        // stored before the count is published, so a waiter that sees the count sees
-        // this message's time, not the previous one's.
-        let n = self.processed.load(Acquire) + 1;
+        // The arrival time is stored before the count is published, so a waiter that
+        // sees the count sees this message's time. (Pipeline messages are processed on
+        // several threads at once; the count itself is an atomic add.)
         let w = self.wake_at.load(Acquire);
-        let fire = w != 0 && n >= w;
-        if fire {
+        if w != 0 && self.processed.load(Acquire) + 1 >= w {
             self.fired_at
                 .store(self.epoch.elapsed().as_nanos() as u64, Release);
-            self.wake_at.store(0, Relaxed);
         }
-        self.processed.store(n, Release);
-        if fire {
+        let n = self.processed.fetch_add(1, AcqRel) + 1;
+        if w != 0 && n >= w {
+            self.wake_at.store(0, Relaxed);
             self.wake();
         }
         Ok(())
@@ -159,7 +157,18 @@ impl Raft for Counter {
             .snap_dir
             .join(format!("{:016x}.snap.db", env.snapshot.metadata.index));
         let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        std::io::copy(data, &mut f).map_err(|e| e.to_string())?;
+        // Large writes, as etcd's snapshotter makes (std::io::copy would write 8 KiB at
+        // a time).
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            f.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        }
         f.flush().map_err(|e| e.to_string())?;
         drop(f);
         let _ = std::fs::remove_file(&path);

@@ -129,6 +129,9 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let epoch = Instant::now();
     let mut rows: Vec<Row> = Vec::new();
     let add = |rows: &mut Vec<Row>, r: Row| {
+        if r.msgs == 0 {
+            return; // a row given no messages (--nlat 0, say) measures nothing
+        }
         eprintln!(
             "  {:<27} {:>10.0} msg/s {:>8.1} MB/s {:>7.2} allocs/msg {:>7.2} cpu-us/msg{}  drops {}/{}/{}/{}",
             r.name, r.msgs_per_sec, r.payload_mb_per_sec, r.allocs_per_msg, r.cpu_us_per_msg,
