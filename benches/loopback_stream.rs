@@ -23,17 +23,10 @@ use rafthttp::http::router::{
 };
 use rafthttp::http::server::{listen_all, Server, ServerConfig};
 use rafthttp::io::{block_on, probe_uring, Backend, BufferPool, IoBackend, IoTask};
+use rafthttp::usage::cpu_time;
 use rafthttp::Limits;
 
 const CHUNK: usize = 64 * 1024;
-
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we pass and nothing else.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
 
 struct Figures {
     mb_per_s: f64,

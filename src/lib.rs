@@ -17,6 +17,7 @@ pub mod limits;
 pub mod raft_rs;
 pub mod raftpb;
 pub mod transport;
+pub mod usage;
 pub mod version;
 pub mod workload;
 

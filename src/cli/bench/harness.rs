@@ -17,6 +17,7 @@ use rafthttp::alloc_count::{thread_allocs, AllocTotals};
 use rafthttp::io::IoMode;
 use rafthttp::raftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport, TransportError};
+use rafthttp::usage::{cpu_time, peak_rss_kib, reset_peak_rss};
 use rafthttp::workload::{heartbeat, AppSource};
 
 use super::report::Row;
@@ -253,17 +254,6 @@ struct Sample {
     wire: u64,
 }
 
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we pass; RUSAGE_SELF is valid.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 fn sample(tx: &Member, rx: &Member) -> Sample {
     let (mut sf, mut rf) = (0, 0);
     for m in [tx, rx] {
@@ -281,23 +271,6 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
         recv_failures: rf,
         wire: tx.transport.wire_bytes() + rx.transport.wire_bytes(),
     }
-}
-
-/// Resets the kernel's peak-RSS mark (VmHWM), so the next [`peak_rss_kib`] is this row's.
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// VmHWM in KiB (0 if unknown).
-pub fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {

@@ -18,6 +18,7 @@ use rafthttp::etcd::requests::put_request;
 use rafthttp::io::IoMode;
 use rafthttp::raft_rs::{Input, Role};
 use rafthttp::transport::Transport;
+use rafthttp::usage::cpu_time;
 use rafthttp::workload::payload;
 
 use cluster::{key, leader, Node, Progress};
@@ -80,17 +81,6 @@ fn wait_until<T>(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the zeroed struct we pass; RUSAGE_SELF is valid.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn wire(nodes: &[Node]) -> u64 {
