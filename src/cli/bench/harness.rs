@@ -338,14 +338,7 @@ pub fn throughput(
     per: u64,
     size: u64,
 ) -> Row {
-    let mut row = Row {
-        name: name.into(),
-        path: path.into(),
-        kind: "throughput".into(),
-        entries_per_msg: per,
-        entry_bytes: size,
-        ..Default::default()
-    };
+    let mut row = Row::new(name, path, "throughput", per, size);
     if warm > 0 {
         pump(tx, rx, src, warm, window, Duration::from_secs(30));
     }
@@ -372,14 +365,7 @@ pub fn latency(
     per: u64,
     size: u64,
 ) -> Row {
-    let mut row = Row {
-        name: name.into(),
-        path: path.into(),
-        kind: "latency".into(),
-        entries_per_msg: per,
-        entry_bytes: size,
-        ..Default::default()
-    };
+    let mut row = Row::new(name, path, "latency", per, size);
     let mut lat: Vec<u64> = Vec::with_capacity(n as usize);
     let (mut missing, mut harness) = (0u64, 0u64);
     reset_peak_rss();
@@ -426,14 +412,13 @@ pub fn latency(
 
 /// `count` snapshots of `size` bytes through `POST /raft/snapshot`, one at a time.
 pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) -> Row {
-    let mut row = Row {
-        name: format!("snapshot {} MiB", size >> 20),
-        path: "snapshot".into(),
-        kind: "snapshot".into(),
-        entries_per_msg: 1,
-        entry_bytes: size,
-        ..Default::default()
-    };
+    let mut row = Row::new(
+        &format!("snapshot {} MiB", size >> 20),
+        "snapshot",
+        "snapshot",
+        1,
+        size,
+    );
     let body: Bytes = (0..size).map(|i| (i * 7) as u8).collect::<Vec<u8>>().into();
     reset_peak_rss();
     let a = sample(tx, rx);

@@ -60,6 +60,20 @@ pub struct Row {
     pub peak_rss_kib: u64,
 }
 
+impl Row {
+    /// An empty row named as the anchor names it.
+    pub fn new(name: &str, path: &str, kind: &str, entries_per_msg: u64, entry_bytes: u64) -> Row {
+        Row {
+            name: name.into(),
+            path: path.into(),
+            kind: kind.into(),
+            entries_per_msg,
+            entry_bytes,
+            ..Default::default()
+        }
+    }
+}
+
 /// A run: the anchor's report shape.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
