@@ -58,6 +58,11 @@ impl AppSource {
         self.index = i + self.per_msg as u64;
     }
 
+    /// The receiver of these MsgApps.
+    pub fn to(&self) -> u64 {
+        self.to
+    }
+
     /// The last index sent (the next MsgApp's `Index`).
     pub fn index(&self) -> u64 {
         self.index

@@ -166,3 +166,45 @@ fn recycled_messages_carry_nothing_over() {
         }
     }
 }
+
+/// Messages sent on a stream come back through `recycle_into` empty (every field reset)
+/// with their entry vectors' capacity, and sending them again works like new ones.
+#[test]
+fn sent_messages_come_back_empty_for_reuse() {
+    for io in io_modes() {
+        let (a, _ra, _b, rb) = pair(io);
+        let mut src = AppSource::new(1, 2, 5, 10);
+        let mut sent: Vec<Message> = (0..200)
+            .map(|i| {
+                let mut m = src.next_message();
+                m.context = Some(bytes::Bytes::from_static(b"ctx"));
+                m.reject = i % 2 == 0;
+                m
+            })
+            .collect();
+        paced_send(&a, &rb, sent.clone());
+        let mut shells = Vec::new();
+        tc::wait_until(Duration::from_secs(5), || {
+            a.recycle_into(2, &mut shells, 1000);
+            shells.len() >= 100
+        });
+        for s in &shells {
+            assert!(s.entries.capacity() >= 5, "{io:?}: capacity lost");
+            let mut plain = s.clone();
+            plain.entries = Vec::new();
+            assert_eq!(plain, Message::default(), "{io:?}: a field survived");
+        }
+        let again: Vec<Message> = shells
+            .drain(..100)
+            .map(|mut m| {
+                src.fill(&mut m);
+                m
+            })
+            .collect();
+        let base = rb.got.lock().unwrap().len();
+        paced_send(&a, &rb, again.clone());
+        let got = rb.got.lock().unwrap()[base..].to_vec();
+        assert_eq!(got, again, "{io:?}");
+        sent.clear();
+    }
+}

@@ -1,8 +1,11 @@
-//! Recycled message shells for the receive path. When the application processes
+//! Recycled message shells, for both directions. Receiving: When the application processes
 //! messages by reference ([`Raft::borrows`](super::Raft::borrows)), the worker hands each
 //! processed message back here, emptied but with its entry vector's capacity, and the
 //! stream reader decodes into it again: receiving then allocates nothing per message.
-//! Shells move in batches, one lock per batch on each side.
+//! Sending: a stream writer hands each encoded message's shell back to its peer's pool,
+//! and the application takes them with `Transport::recycle_into` to fill and send again,
+//! so sending allocates nothing per message either. Shells move in batches, one lock per
+//! batch on each side.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -15,13 +18,20 @@ pub struct MessagePool {
     capacity: usize,
 }
 
-/// Empties `m` for reuse: drops its entries and context (which may hold slices of a
-/// receive buffer, so keeping them would keep that buffer alive) but keeps capacity.
+/// Makes `m` an empty message (`Message::default()`, every field reset, so nothing
+/// of what it carried leaks into its next use) that keeps its vectors' capacity. Its
+/// entries and context may hold slices of a receive buffer; dropping them lets that
+/// buffer be reused.
 pub fn empty(m: &mut Message) {
-    m.entries.clear();
-    m.context = None;
-    m.responses.clear();
-    m.snapshot.data = None;
+    let mut entries = std::mem::take(&mut m.entries);
+    let mut responses = std::mem::take(&mut m.responses);
+    entries.clear();
+    responses.clear();
+    *m = Message {
+        entries,
+        responses,
+        ..Message::default()
+    };
 }
 
 impl MessagePool {
@@ -36,14 +46,20 @@ impl MessagePool {
     /// Empties every message of `batch` into the pool (those beyond its capacity are
     /// dropped). Leaves `batch` empty.
     pub fn give_back(&self, batch: &mut VecDeque<Message>) {
+        self.give_back_all(batch.drain(..));
+    }
+
+    /// Empties `msgs` into the pool, as many as it has room for; the rest are dropped.
+    pub fn give_back_all(&self, msgs: impl Iterator<Item = Message>) {
         let mut shells = self.shells.lock().unwrap_or_else(|p| p.into_inner());
         let room = self.capacity.saturating_sub(shells.len());
-        for mut m in batch.drain(..).take(room) {
+        let mut msgs = msgs;
+        for mut m in msgs.by_ref().take(room) {
             empty(&mut m);
             shells.push(m);
         }
         drop(shells);
-        batch.clear();
+        msgs.for_each(drop);
     }
 
     /// Moves up to `n` shells into `into`.

@@ -513,6 +513,15 @@ impl Transport {
         }
     }
 
+    /// Adds up to `n` empty messages to `into`, recycled from those already sent to
+    /// `to` on a stream (their entry vectors keep their capacity). Filling these instead
+    /// of new messages makes sending allocate nothing per message.
+    pub fn recycle_into(&self, to: u64, into: &mut Vec<Message>, n: usize) {
+        if let Some(p) = self.shared.peer(to) {
+            p.send_pool.take_many(into, n);
+        }
+    }
+
     /// Sends one message, taking ownership (no copy of its entries).
     pub fn send_message(&self, m: Message) {
         if m.to == 0 {

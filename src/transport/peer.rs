@@ -38,6 +38,9 @@ impl Default for QueueSizes {
     }
 }
 
+/// Sent messages' shells a peer keeps for the application to reuse.
+const SEND_SHELLS: usize = 1024;
+
 /// Emptied messages a stream reader keeps for decoding into.
 const MAX_SPARE_SHELLS: usize = 1024;
 
@@ -111,6 +114,8 @@ pub struct Peer {
     propc: Arc<RecvQueue>,
     /// Shells of processed messages, for the stream readers to decode into.
     pub pool: Arc<MessagePool>,
+    /// Shells of sent messages, for the application to fill again.
+    pub send_pool: MessagePool,
     raft: Arc<dyn Raft>,
     paused: AtomicBool,
     stopped: AtomicBool,
@@ -195,6 +200,7 @@ impl Peer {
             recvc,
             propc,
             pool: pool.clone(),
+            send_pool: MessagePool::new(SEND_SHELLS),
             raft,
             paused: AtomicBool::new(false),
             stopped: AtomicBool::new(false),

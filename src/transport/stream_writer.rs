@@ -130,7 +130,8 @@ impl StreamBody for StreamWriter {
                     }
                 }
                 self.msgs = msgs;
-                self.msgs.clear();
+                // The encoded messages' shells go back for the application to reuse.
+                self.peer.send_pool.give_back_all(self.msgs.drain(..));
                 if batch.len() == before {
                     return Poll::Ready(Ok(!self.ending));
                 }

@@ -122,8 +122,9 @@ pub fn table(title: &str, rows: &[Row]) -> String {
 pub const LEGEND: &str = "msgs/s: messages delivered to Raft::process per second (latency rows: 1 / mean time per message).
 MB/s: entry data bytes delivered per second, 1 MB = 1e6 B (snapshot row: snapshot body bytes).
 wireB: TCP payload bytes per message over all rafthttp connections, both directions (framing + HTTP).
-allocs, allocB: allocations / bytes per message, sender and receiver together (counting allocator),
-  without the one entries Vec the harness builds for each MsgApp it hands over.
+allocs, allocB: allocations / bytes per message, sender and receiver together (counting allocator).
+  The harness fills recycled messages (Transport::recycle_into); any allocation it makes itself
+  is counted on its thread and left out of allocs.
 cpu-us: user+sys CPU time of the whole process per message (getrusage; both members).
 p50/p99: one-way send() -> Raft::process() latency in microseconds, one message in flight.
 rss-MiB: peak resident set during the row.
