@@ -173,6 +173,9 @@ fn recycled_messages_carry_nothing_over() {
 fn sent_messages_come_back_empty_for_reuse() {
     for io in io_modes() {
         let (a, _ra, _b, rb) = pair(io);
+        let mut shells = Vec::new();
+        a.recycle_into(2, &mut shells, 1); // opts in; nothing sent yet
+        assert!(shells.is_empty());
         let mut src = AppSource::new(1, 2, 5, 10);
         let mut sent: Vec<Message> = (0..200)
             .map(|i| {
@@ -183,7 +186,6 @@ fn sent_messages_come_back_empty_for_reuse() {
             })
             .collect();
         paced_send(&a, &rb, sent.clone());
-        let mut shells = Vec::new();
         tc::wait_until(Duration::from_secs(5), || {
             a.recycle_into(2, &mut shells, 1000);
             shells.len() >= 100

@@ -515,9 +515,12 @@ impl Transport {
 
     /// Adds up to `n` empty messages to `into`, recycled from those already sent to
     /// `to` on a stream (their entry vectors keep their capacity). Filling these instead
-    /// of new messages makes sending allocate nothing per message.
+    /// of new messages makes sending allocate nothing per message. The first call opts
+    /// in: from then on the peer's writers keep what they send (up to 1,024 shells)
+    /// instead of dropping it.
     pub fn recycle_into(&self, to: u64, into: &mut Vec<Message>, n: usize) {
         if let Some(p) = self.shared.peer(to) {
+            p.send_recycling.store(true, Relaxed);
             p.send_pool.take_many(into, n);
         }
     }

@@ -116,6 +116,9 @@ pub struct Peer {
     pub pool: Arc<MessagePool>,
     /// Shells of sent messages, for the application to fill again.
     pub send_pool: MessagePool,
+    /// Whether the application recycles sent messages (it has called
+    /// `Transport::recycle_into`); until then writers simply drop them.
+    pub send_recycling: AtomicBool,
     raft: Arc<dyn Raft>,
     paused: AtomicBool,
     stopped: AtomicBool,
@@ -201,6 +204,7 @@ impl Peer {
             propc,
             pool: pool.clone(),
             send_pool: MessagePool::new(SEND_SHELLS),
+            send_recycling: AtomicBool::new(false),
             raft,
             paused: AtomicBool::new(false),
             stopped: AtomicBool::new(false),

@@ -130,8 +130,13 @@ impl StreamBody for StreamWriter {
                     }
                 }
                 self.msgs = msgs;
-                // The encoded messages' shells go back for the application to reuse.
-                self.peer.send_pool.give_back_all(self.msgs.drain(..));
+                // The encoded messages' shells go back for the application to reuse,
+                // if it reuses them.
+                if self.peer.send_recycling.load(Relaxed) {
+                    self.peer.send_pool.give_back_all(self.msgs.drain(..));
+                } else {
+                    self.msgs.clear();
+                }
                 if batch.len() == before {
                     return Poll::Ready(Ok(!self.ending));
                 }
