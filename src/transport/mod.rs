@@ -207,6 +207,15 @@ impl Shared {
         let _ = self.start_peer(id, urls, true);
     }
 
+    /// The client settings every peer connection uses (our timeouts and caps).
+    pub fn client_config(&self) -> crate::http::client::ClientConfig {
+        crate::http::client::ClientConfig {
+            timeouts: self.config.timeouts,
+            limits: self.config.limits,
+            ..Default::default()
+        }
+    }
+
     /// The headers every request to a peer carries (etcd's `X-Server-From`,
     /// `X-Server-Version`, `X-Min-Cluster-Version`, `X-Etcd-Cluster-ID`, `X-PeerURLs`),
     /// after `first` (a `Content-Type`, say).
@@ -581,8 +590,7 @@ impl Transport {
             .count()
     }
 
-    /// Drops all traffic to and from every peer (test control).
-    pub fn pause(&self) {
+    fn for_each_peer(&self, f: impl Fn(&Peer)) {
         for p in self
             .shared
             .peers
@@ -590,21 +598,18 @@ impl Transport {
             .unwrap_or_else(|p| p.into_inner())
             .values()
         {
-            p.pause();
+            f(p);
         }
+    }
+
+    /// Drops all traffic to and from every peer (test control).
+    pub fn pause(&self) {
+        self.for_each_peer(Peer::pause);
     }
 
     /// Undoes [`pause`](Self::pause).
     pub fn resume(&self) {
-        for p in self
-            .shared
-            .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            p.resume();
-        }
+        self.for_each_peer(Peer::resume);
     }
 
     /// Drops all traffic to and from peer `id` (test control).

@@ -11,7 +11,7 @@ use super::peer::Peer;
 use super::raft::{FatalError, SnapshotStatus};
 use super::Shared;
 use crate::codec::encode_pipeline_body;
-use crate::http::client::{Client, ClientConfig};
+use crate::http::client::Client;
 use crate::http::write::HeaderValue;
 use crate::io::{Backend, BufferPool, IoTask};
 use crate::raftpb::{Message, MessageType};
@@ -31,13 +31,8 @@ impl IoTask for Pipeline {
     type Output = ();
 
     async fn run<B: Backend>(self) {
-        let cfg = &self.shared.config;
         let client: Rc<Client<B>> = Rc::new(Client::new(
-            ClientConfig {
-                timeouts: cfg.timeouts,
-                limits: cfg.limits,
-                ..ClientConfig::default()
-            },
+            self.shared.client_config(),
             Rc::new(BufferPool::new(16 * 1024, CONNS_PER_PIPELINE)),
         ));
         let headers = Rc::new(self.shared.request_headers(Some((

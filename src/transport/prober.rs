@@ -49,10 +49,8 @@ impl IoTask for Prober {
         let cfg = &self.shared.config;
         let client: Client<B> = Client::new(
             ClientConfig {
-                timeouts: cfg.timeouts,
-                limits: cfg.limits,
                 max_body: 4096,
-                ..ClientConfig::default()
+                ..self.shared.client_config()
             },
             Rc::new(BufferPool::new(4096, 1)),
         );

@@ -13,7 +13,7 @@ use super::peer::Peer;
 use super::raft::{FatalError, SnapshotStatus};
 use super::Shared;
 use crate::codec::encode_snapshot_envelope;
-use crate::http::client::{Client, ClientConfig};
+use crate::http::client::Client;
 use crate::http::write::HeaderValue;
 use crate::io::{Backend, BufferPool, IoTask};
 use crate::raftpb::Message;
@@ -88,13 +88,8 @@ impl IoTask for SnapshotSend {
             data,
             size,
         } = self;
-        let cfg = &shared.config;
         let client: Client<B> = Client::new(
-            ClientConfig {
-                timeouts: cfg.timeouts,
-                limits: cfg.limits,
-                ..ClientConfig::default()
-            },
+            shared.client_config(),
             Rc::new(BufferPool::new(16 * 1024, 1)),
         );
         let headers = shared.request_headers(Some((

@@ -15,7 +15,7 @@ use super::peer_status::{Change, FailureType};
 use super::raft::FatalError;
 use super::Shared;
 use crate::codec::{FrameKind, MessageStreamDecoder, MsgAppV1Decoder, MsgAppV2Decoder};
-use crate::http::client::{Client, ClientConfig};
+use crate::http::client::Client;
 use crate::http::write::HeaderValue;
 use crate::io::{Backend, BufferPool, Conn, IoTask};
 use crate::raftpb::Message;
@@ -45,11 +45,7 @@ impl IoTask for StreamReader {
         let peer = &self.peer;
         let cfg = &shared.config;
         let client: Client<B> = Client::new(
-            ClientConfig {
-                timeouts: cfg.timeouts,
-                limits: cfg.limits,
-                ..ClientConfig::default()
-            },
+            shared.client_config(),
             Rc::new(BufferPool::new(64 * 1024, 2)),
         );
         let local = &shared.local;
