@@ -3,16 +3,31 @@
 //! contiguous MsgApps (`Index i`, entries `i+1..`, `Term = LogTerm = 1`, `Commit i`),
 //! which msgappv2 sends as compact AppEntries frames, and MsgHeartbeats.
 
+use std::sync::Mutex;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::raftpb::{Entry, EntryType, Message, MessageType};
 
 /// The anchor's entry payload: `n` bytes of `a..z` repeated.
+///
+/// Like the anchor's one `payload` slice that every entry points at, this is one
+/// process-wide buffer per size (kept for the life of the process), so cloning it into
+/// an entry and dropping it again costs no reference count. A shared refcounted buffer
+/// would instead make the sending thread and the writer contend on one counter for
+/// every entry, a cost the anchor's harness does not have.
 pub fn payload(n: usize) -> Bytes {
-    (0..n)
+    static BY_SIZE: Mutex<Vec<&'static [u8]>> = Mutex::new(Vec::new());
+    let mut by_size = BY_SIZE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&p) = by_size.iter().find(|p| p.len() == n) {
+        return Bytes::from_static(p);
+    }
+    let p: &'static [u8] = (0..n)
         .map(|i| b'a' + (i % 26) as u8)
         .collect::<Vec<u8>>()
-        .into()
+        .leak();
+    by_size.push(p);
+    Bytes::from_static(p)
 }
 
 /// Produces the contiguous MsgApps a leader in replicate state sends.

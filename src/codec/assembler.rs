@@ -33,7 +33,6 @@ pub(crate) fn entry_at(
     pos: usize,
     frame_offset: u64,
 ) -> Result<(crate::raftpb::Entry, usize), DecodeError> {
-    use prost::Message as _;
     let truncated = || {
         DecodeError::new(
             DecodeErrorKind::Truncated {
@@ -50,7 +49,7 @@ pub(crate) fn entry_at(
         .and_then(|l| start.checked_add(l))
         .filter(|&e| e <= frame.len())
         .ok_or_else(truncated)?;
-    let entry = crate::raftpb::Entry::decode(frame.slice(start..end)).map_err(|e| {
+    let entry = crate::raftpb::wire::decode_entry(frame, start..end).map_err(|e| {
         DecodeError::new(
             DecodeErrorKind::Protobuf {
                 part: Part::Entry,

@@ -8,14 +8,14 @@ use super::assembler::{scan_len_prefixed, FrameAssembler};
 use super::{protobuf_error, FrameInfo, FrameKind};
 use crate::error::{DecodeError, Part};
 use crate::limits::Limits;
-use crate::raftpb::Message;
+use crate::raftpb::{wire, Message};
 
 /// Appends `m` as one message-stream frame to `dst`. Allocates only when `dst` must grow.
 pub fn encode_message_frame(m: &Message, dst: &mut BytesMut) -> FrameKind {
-    let len = m.encoded_len();
+    let len = wire::message_len(m);
     dst.reserve(8 + len);
     dst.put_u64(len as u64);
-    m.encode_raw(dst);
+    wire::encode_message(m, dst);
     if m.is_link_heartbeat() {
         FrameKind::LinkHeartbeat
     } else {
@@ -58,7 +58,7 @@ impl MessageStreamDecoder {
             return Ok(None);
         };
         let len = frame.len();
-        out.merge(frame.slice(8..))
+        wire::merge_message(out, frame.slice(8..))
             .map_err(|e| self.asm.fail(protobuf_error(Part::Message, e, offset + 8)))?;
         let kind = if out.is_link_heartbeat() {
             FrameKind::LinkHeartbeat

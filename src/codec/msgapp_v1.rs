@@ -12,7 +12,7 @@ use super::assembler::{entry_at, read_u64, EntryListScan, FrameAssembler};
 use super::{FrameInfo, FrameKind};
 use crate::error::{DecodeError, DecodeErrorKind, Part};
 use crate::limits::Limits;
-use crate::raftpb::{Message, MessageType};
+use crate::raftpb::{wire, Message, MessageType};
 
 /// What [`MsgAppV1Encoder::encode`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +61,12 @@ impl MsgAppV1Encoder {
         if m.term < self.term || m.entries.is_empty() {
             return V1Write::Skipped;
         }
-        let body: usize = m.entries.iter().map(|e| 8 + e.encoded_len()).sum();
+        let body: usize = m.entries.iter().map(|e| 8 + wire::entry_len(e)).sum();
         dst.reserve(8 + body);
         dst.put_u64(m.entries.len() as u64);
         for e in &m.entries {
-            dst.put_u64(e.encoded_len() as u64);
-            e.encode_raw(dst);
+            dst.put_u64(wire::entry_len(e) as u64);
+            wire::encode_entry(e, dst);
         }
         V1Write::Written
     }

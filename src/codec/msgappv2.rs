@@ -14,7 +14,7 @@ use super::assembler::{
 use super::{protobuf_error, FrameInfo, FrameKind};
 use crate::error::{DecodeError, Part};
 use crate::limits::Limits;
-use crate::raftpb::{Message, MessageType};
+use crate::raftpb::{wire, Message, MessageType};
 
 const TAG_LINK_HEARTBEAT: u8 = 0;
 const TAG_APP_ENTRIES: u8 = 1;
@@ -50,23 +50,23 @@ impl MsgAppV2Encoder {
             && m.log_term == m.term
             && fits_app_entries(m)
         {
-            let body: usize = m.entries.iter().map(|e| 8 + e.encoded_len()).sum();
+            let body: usize = m.entries.iter().map(|e| 8 + wire::entry_len(e)).sum();
             dst.reserve(17 + body);
             dst.put_u8(TAG_APP_ENTRIES);
             dst.put_u64(m.entries.len() as u64);
             for e in &m.entries {
-                dst.put_u64(e.encoded_len() as u64);
-                e.encode_raw(dst);
+                dst.put_u64(wire::entry_len(e) as u64);
+                wire::encode_entry(e, dst);
             }
             dst.put_u64(m.commit);
             self.index = self.index.wrapping_add(m.entries.len() as u64);
             FrameKind::AppEntries
         } else {
-            let len = m.encoded_len();
+            let len = wire::message_len(m);
             dst.reserve(9 + len);
             dst.put_u8(TAG_MSG_APP);
             dst.put_u64(len as u64);
-            m.encode_raw(dst);
+            wire::encode_message(m, dst);
             self.term = m.term;
             self.index = m.entries.last().map_or(m.index, |e| e.index);
             FrameKind::MsgApp
@@ -190,7 +190,7 @@ impl MsgAppV2Decoder {
                 Ok(FrameKind::AppEntries)
             }
             _ => {
-                out.merge(frame.slice(9..))
+                wire::merge_message(out, frame.slice(9..))
                     .map_err(|e| protobuf_error(Part::Message, e, offset + 9))?;
                 self.term = out.term;
                 self.index = out.entries.last().map_or(out.index, |e| e.index);

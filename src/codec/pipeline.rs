@@ -1,18 +1,17 @@
 //! The pipeline body (spec §2.3): one bare Message protobuf, `POST /raft`.
 
 use bytes::{Bytes, BytesMut};
-use prost::Message as _;
 
 use super::protobuf_error;
 use crate::error::{DecodeError, DecodeErrorKind, Part};
 use crate::limits::Limits;
-use crate::raftpb::Message;
+use crate::raftpb::{wire, Message};
 
 /// Appends `m` as a pipeline body to `dst` (no length prefix; the HTTP request carries
 /// Content-Length).
 pub fn encode_pipeline_body(m: &Message, dst: &mut BytesMut) {
-    dst.reserve(m.encoded_len());
-    m.encode_raw(dst);
+    dst.reserve(wire::message_len(m));
+    wire::encode_message(m, dst);
 }
 
 /// Collects a pipeline body, refusing more than `limits.max_frame` bytes (etcd reads it
@@ -82,7 +81,9 @@ impl PipelineBodyDecoder {
             Some(b) => b,
             None => self.body.freeze(),
         };
-        Message::decode(body).map_err(|e| protobuf_error(Part::Message, e, 0))
+        let mut m = Message::default();
+        wire::merge_message(&mut m, body).map_err(|e| protobuf_error(Part::Message, e, 0))?;
+        Ok(m)
     }
 }
 

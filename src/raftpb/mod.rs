@@ -6,6 +6,7 @@
 
 mod messages;
 mod types;
+pub mod wire;
 
 pub use messages::{
     ConfChange, ConfChangeSingle, ConfChangeV2, ConfState, Entry, HardState, Message, Snapshot,

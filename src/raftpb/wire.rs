@@ -1,0 +1,587 @@
+//! Hand-written protobuf encoding and decoding of [`Entry`] and [`Message`], the two
+//! types every stream frame carries.
+//!
+//! prost's generated code is exact but general: it writes varints a byte at a time with a
+//! capacity check on each, computes lengths in a separate pass, and decodes `bytes` fields
+//! through a `Buf` cursor that clones and drops a reference per field. On the stream hot
+//! path that was the largest cost left in the codecs (docs/performance.md). Here:
+//!
+//! - **Encoding** writes etcd 3.4's bytes (every `nullable=false` field present, in tag
+//!   order) into a stack scratch buffer and appends it with one `put_slice`; payloads go
+//!   with a second. A [`Message`] whose snapshot is not empty, or that carries v3.6
+//!   `responses`, is left to prost (MsgSnap is rare and large; its cost is elsewhere).
+//! - **Decoding** takes fields in increasing tag order, as every etcd era writes them
+//!   (spec §2.2), slicing payloads out of the input with one reference each. Anything
+//!   else (an unknown field, a repeated scalar, fields out of order, a malformed varint, a
+//!   non-empty snapshot, `responses`) falls back to prost on the same bytes, so the result
+//!   and every error are prost's.
+//!
+//! The property tests below hold both paths to prost's bytes and values.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message as _;
+
+use super::{Entry, Message};
+
+/// etcd 3.4's encoding of an empty `Snapshot` body (field 9's contents): metadata with an
+/// empty conf state (`auto_leave` false), index 0, term 0.
+const EMPTY_SNAPSHOT_V34: [u8; 10] = [0x12, 0x08, 0x0a, 0x02, 0x28, 0x00, 0x10, 0x00, 0x18, 0x00];
+/// etcd 3.3's, written before `ConfState` gained `auto_leave`.
+const EMPTY_SNAPSHOT_V33: [u8; 8] = [0x12, 0x06, 0x0a, 0x00, 0x10, 0x00, 0x18, 0x00];
+
+/// Bytes of a varint holding `v`.
+#[inline]
+pub fn varint_len(v: u64) -> usize {
+    // 1 for 0..=127, then one more per 7 bits; `| 1` makes 0 count as one bit.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A fixed-size stack buffer that varints and tags are written into before being
+/// appended to the output in one `put_slice`.
+struct Scratch<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Scratch<N> {
+    #[inline]
+    fn new() -> Self {
+        Scratch {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline]
+    fn field(&mut self, tag: u8, v: u64) {
+        self.byte(tag);
+        self.varint(v);
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Bytes of `e`'s protobuf encoding (what prost's `encoded_len` returns).
+#[inline]
+pub fn entry_len(e: &Entry) -> usize {
+    3 + varint_len(e.entry_type as i64 as u64)
+        + varint_len(e.term)
+        + varint_len(e.index)
+        + e.data
+            .as_ref()
+            .map_or(0, |d| 1 + varint_len(d.len() as u64) + d.len())
+}
+
+/// Appends `e`'s protobuf encoding to `dst`; the bytes equal prost's `encode_raw`.
+#[inline]
+pub fn encode_entry(e: &Entry, dst: &mut BytesMut) {
+    // Four tags and four varints of at most ten bytes each.
+    let mut s = Scratch::<44>::new();
+    s.field(0x08, e.entry_type as i64 as u64);
+    s.field(0x10, e.term);
+    s.field(0x18, e.index);
+    if let Some(d) = &e.data {
+        s.field(0x22, d.len() as u64);
+    }
+    dst.put_slice(s.as_slice());
+    if let Some(d) = &e.data {
+        dst.put_slice(d);
+    }
+}
+
+/// Whether the hand-written encoder covers `m` (else prost writes it).
+#[inline]
+fn encodes_by_hand(m: &Message) -> bool {
+    m.responses.is_empty() && m.snapshot.is_default()
+}
+
+/// Bytes of `m`'s protobuf encoding (what prost's `encoded_len` returns).
+pub fn message_len(m: &Message) -> usize {
+    if !encodes_by_hand(m) {
+        return m.encoded_len();
+    }
+    let mut n = 6 // tags of fields 1..=6
+        + varint_len(m.msg_type as i64 as u64)
+        + varint_len(m.to)
+        + varint_len(m.from)
+        + varint_len(m.term)
+        + varint_len(m.log_term)
+        + varint_len(m.index)
+        + 1 + varint_len(m.commit)
+        + 1 + EMPTY_SNAPSHOT_V34.len() + 1 // field 9: tag, length, body
+        + 2 // reject
+        + 1 + varint_len(m.reject_hint);
+    for e in &m.entries {
+        let l = entry_len(e);
+        n += 1 + varint_len(l as u64) + l;
+    }
+    if let Some(c) = &m.context {
+        n += 1 + varint_len(c.len() as u64) + c.len();
+    }
+    if let Some(v) = m.vote {
+        n += 1 + varint_len(v);
+    }
+    n
+}
+
+/// Appends `m`'s protobuf encoding to `dst`; the bytes equal prost's `encode_raw`.
+pub fn encode_message(m: &Message, dst: &mut BytesMut) {
+    if !encodes_by_hand(m) {
+        m.encode_raw(dst);
+        return;
+    }
+    let mut head = Scratch::<66>::new();
+    head.field(0x08, m.msg_type as i64 as u64);
+    head.field(0x10, m.to);
+    head.field(0x18, m.from);
+    head.field(0x20, m.term);
+    head.field(0x28, m.log_term);
+    head.field(0x30, m.index);
+    dst.put_slice(head.as_slice());
+    for e in &m.entries {
+        let mut t = Scratch::<11>::new();
+        t.field(0x3a, entry_len(e) as u64);
+        dst.put_slice(t.as_slice());
+        encode_entry(e, dst);
+    }
+    // commit, the empty snapshot, reject, reject_hint, then the optional context and vote.
+    let mut tail = Scratch::<58>::new();
+    tail.field(0x40, m.commit);
+    tail.field(0x4a, EMPTY_SNAPSHOT_V34.len() as u64);
+    for b in EMPTY_SNAPSHOT_V34 {
+        tail.byte(b);
+    }
+    tail.field(0x50, m.reject as u64);
+    tail.field(0x58, m.reject_hint);
+    if let Some(c) = &m.context {
+        tail.field(0x62, c.len() as u64);
+    }
+    dst.put_slice(tail.as_slice());
+    if let Some(c) = &m.context {
+        dst.put_slice(c);
+    }
+    if let Some(v) = m.vote {
+        let mut t = Scratch::<11>::new();
+        t.field(0x68, v);
+        dst.put_slice(t.as_slice());
+    }
+}
+
+/// A cursor over a protobuf body, for the fast decoding path. Every method returns `None`
+/// on anything the fast path does not take, and the caller falls back to prost.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    #[inline]
+    fn at_end(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// One varint, as prost reads it: at most ten bytes, the tenth at most 1.
+    #[inline]
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return None;
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A one-byte tag (fields 1..=15), split into field number and wire type.
+    #[inline]
+    fn tag(&mut self) -> Option<(u8, u8)> {
+        let t = *self.buf.get(self.pos)?;
+        if t >= 0x80 {
+            return None;
+        }
+        self.pos += 1;
+        Some((t >> 3, t & 7))
+    }
+
+    /// A length-delimited field's body, as a range of the buffer.
+    #[inline]
+    fn delimited(&mut self) -> Option<std::ops::Range<usize>> {
+        let len = self.varint()?;
+        let start = self.pos;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        if end > self.buf.len() {
+            return None;
+        }
+        self.pos = end;
+        Some(start..end)
+    }
+}
+
+/// Decodes `src[range]` as an [`Entry`] by hand; `None` when the fast path does not take
+/// these bytes.
+#[inline]
+fn entry_fast(src: &Bytes, range: std::ops::Range<usize>) -> Option<Entry> {
+    let base = range.start;
+    let mut r = Reader {
+        buf: src.get(range)?,
+        pos: 0,
+    };
+    let mut e = Entry::default();
+    let mut last = 0u8;
+    while !r.at_end() {
+        let (field, wire) = r.tag()?;
+        if field <= last {
+            return None;
+        }
+        last = field;
+        match (field, wire) {
+            (1, 0) => e.entry_type = r.varint()? as i32,
+            (2, 0) => e.term = r.varint()?,
+            (3, 0) => e.index = r.varint()?,
+            (4, 2) => {
+                let d = r.delimited()?;
+                e.data = Some(src.slice(base + d.start..base + d.end));
+            }
+            _ => return None,
+        }
+    }
+    Some(e)
+}
+
+/// Decodes `src[range]` as an [`Entry`]. Payloads are slices of `src`, not copies.
+/// Results and errors are prost's.
+pub fn decode_entry(
+    src: &Bytes,
+    range: std::ops::Range<usize>,
+) -> Result<Entry, prost::DecodeError> {
+    match entry_fast(src, range.clone()) {
+        Some(e) => Ok(e),
+        None => Entry::decode(src.slice(range)),
+    }
+}
+
+/// Merges `src` into `out` as prost's `merge` would, for a cleared `out`: entries are
+/// appended (reusing `out.entries`' capacity) and payloads are slices of `src`.
+/// On failure `out` is left cleared or partly filled, as after a failed prost merge.
+pub fn merge_message(out: &mut Message, src: Bytes) -> Result<(), prost::DecodeError> {
+    if merge_fast(out, &src).is_some() {
+        return Ok(());
+    }
+    out.clear();
+    out.merge(src)
+}
+
+/// The fast path of [`merge_message`]; `None` leaves `out` for the caller to clear.
+fn merge_fast(out: &mut Message, src: &Bytes) -> Option<()> {
+    let mut r = Reader { buf: src, pos: 0 };
+    let mut last = 0u8;
+    while !r.at_end() {
+        let (field, wire) = r.tag()?;
+        // Entries (7) may repeat; every other field appears at most once, in order.
+        if field < last || (field == last && field != 7) {
+            return None;
+        }
+        last = field;
+        match (field, wire) {
+            (1, 0) => out.msg_type = r.varint()? as i32,
+            (2, 0) => out.to = r.varint()?,
+            (3, 0) => out.from = r.varint()?,
+            (4, 0) => out.term = r.varint()?,
+            (5, 0) => out.log_term = r.varint()?,
+            (6, 0) => out.index = r.varint()?,
+            (7, 2) => {
+                let d = r.delimited()?;
+                out.entries.push(entry_fast(src, d)?);
+            }
+            (8, 0) => out.commit = r.varint()?,
+            (9, 2) => {
+                let d = r.delimited()?;
+                let body = &src[d];
+                if body != EMPTY_SNAPSHOT_V34 && body != EMPTY_SNAPSHOT_V33 {
+                    return None;
+                }
+            }
+            (10, 0) => out.reject = r.varint()? != 0,
+            (11, 0) => out.reject_hint = r.varint()?,
+            (12, 2) => {
+                let d = r.delimited()?;
+                out.context = Some(src.slice(d));
+            }
+            (13, 0) => out.vote = Some(r.varint()?),
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raftpb::{ConfState, Snapshot, SnapshotMetadata};
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        (
+            prop_oneof![Just(0i32), Just(1), Just(2), any::<i32>()],
+            prop_oneof![Just(0u64), Just(1), 1u64..300, any::<u64>()],
+            prop_oneof![Just(0u64), 1u64..1_000_000, any::<u64>()],
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+        )
+            .prop_map(|(t, term, index, data)| Entry {
+                entry_type: t,
+                term,
+                index,
+                data: data.map(Bytes::from),
+            })
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (
+            (any::<i32>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()),
+            proptest::collection::vec(entry(), 0..5),
+            any::<u64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            proptest::option::of(any::<u64>()),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    (t, to, from, term),
+                    (lt, idx, commit, reject),
+                    entries,
+                    hint,
+                    ctx,
+                    vote,
+                    snap,
+                )| {
+                    let mut m = Message {
+                        msg_type: t,
+                        to,
+                        from,
+                        term,
+                        log_term: lt,
+                        index: idx,
+                        entries,
+                        commit,
+                        reject,
+                        reject_hint: hint,
+                        context: ctx.map(Bytes::from),
+                        vote,
+                        ..Default::default()
+                    };
+                    if snap {
+                        m.snapshot = Snapshot {
+                            data: Some(Bytes::from_static(b"snap")),
+                            metadata: SnapshotMetadata {
+                                conf_state: ConfState {
+                                    voters: vec![1, 2, 3],
+                                    ..Default::default()
+                                },
+                                index: idx,
+                                term,
+                            },
+                        };
+                    }
+                    m
+                },
+            )
+    }
+
+    /// Bodies made field by field in tag order with any values (bools of 2, type numbers
+    /// past `i32`, entries with odd contents), which the fast path takes and must read
+    /// exactly as prost does.
+    fn fieldwise() -> impl Strategy<Value = Vec<u8>> {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        let value = prop_oneof![0u64..4, any::<u64>()];
+        let field = (
+            1u32..=14,
+            value,
+            proptest::collection::vec(any::<u8>(), 0..12),
+        );
+        proptest::collection::vec(field, 0..12).prop_map(|mut fields| {
+            fields.sort_by_key(|f| f.0);
+            let mut out = Vec::new();
+            for (n, v, bytes) in fields {
+                match n {
+                    7 => {
+                        let mut e = Vec::new();
+                        encode_key(1, WireType::Varint, &mut e);
+                        encode_varint(v, &mut e);
+                        encode_key(4, WireType::LengthDelimited, &mut e);
+                        encode_varint(bytes.len() as u64, &mut e);
+                        e.extend_from_slice(&bytes);
+                        encode_key(7, WireType::LengthDelimited, &mut out);
+                        encode_varint(e.len() as u64, &mut out);
+                        out.extend_from_slice(&e);
+                    }
+                    9 | 12 | 14 => {
+                        encode_key(n, WireType::LengthDelimited, &mut out);
+                        encode_varint(bytes.len() as u64, &mut out);
+                        out.extend_from_slice(&bytes);
+                    }
+                    _ => {
+                        encode_key(n, WireType::Varint, &mut out);
+                        encode_varint(v, &mut out);
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    fn ours(m: &Message) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        encode_message(m, &mut b);
+        b.to_vec()
+    }
+
+    fn decoded(raw: &[u8]) -> Result<Message, prost::DecodeError> {
+        let mut m = Message::default();
+        merge_message(&mut m, Bytes::copy_from_slice(raw)).map(|()| m)
+    }
+
+    proptest! {
+        #[test]
+        fn entry_bytes_and_length_are_prosts(e in entry()) {
+            let mut b = BytesMut::new();
+            encode_entry(&e, &mut b);
+            prop_assert_eq!(&b[..], &e.encode_to_vec()[..]);
+            prop_assert_eq!(entry_len(&e), e.encoded_len());
+            let src = Bytes::from(b.to_vec());
+            prop_assert!(entry_fast(&src, 0..src.len()).is_some(), "etcd's own bytes take the fast path");
+            prop_assert_eq!(decode_entry(&src, 0..src.len()).unwrap(), e);
+        }
+
+        #[test]
+        fn message_bytes_and_length_are_prosts(m in message()) {
+            let want = m.encode_to_vec();
+            prop_assert_eq!(ours(&m), want.clone());
+            prop_assert_eq!(message_len(&m), m.encoded_len());
+            prop_assert_eq!(decoded(&want).unwrap(), m);
+        }
+
+        /// Any bytes at all: the same message or the same failure as prost.
+        #[test]
+        fn arbitrary_bytes_decode_as_prost_does(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let want = Message::decode(&raw[..]);
+            let got = decoded(&raw);
+            match (want, got) {
+                (Ok(w), Ok(g)) => prop_assert_eq!(w, g),
+                (Err(w), Err(g)) => prop_assert_eq!(w.to_string(), g.to_string()),
+                (w, g) => prop_assert!(false, "prost {:?}, ours {:?}", w, g),
+            }
+            let src = Bytes::from(raw.clone());
+            match (Entry::decode(&raw[..]), decode_entry(&src, 0..raw.len())) {
+                (Ok(w), Ok(g)) => prop_assert_eq!(w, g),
+                (Err(w), Err(g)) => prop_assert_eq!(w.to_string(), g.to_string()),
+                (w, g) => prop_assert!(false, "prost {:?}, ours {:?}", w, g),
+            }
+        }
+
+        #[test]
+        fn fieldwise_bodies_decode_as_prost_does(raw in fieldwise()) {
+            match (Message::decode(&raw[..]), decoded(&raw)) {
+                (Ok(w), Ok(g)) => prop_assert_eq!(w, g),
+                (Err(w), Err(g)) => prop_assert_eq!(w.to_string(), g.to_string()),
+                (w, g) => prop_assert!(false, "prost {:?}, ours {:?}", w, g),
+            }
+        }
+
+        /// A valid message's bytes with one byte changed: still prost's answer.
+        #[test]
+        fn mutated_messages_decode_as_prost_does(m in message(), at in any::<usize>(), to in any::<u8>()) {
+            let mut raw = m.encode_to_vec();
+            let i = at % raw.len();
+            raw[i] = to;
+            let want = Message::decode(&raw[..]);
+            match (want, decoded(&raw)) {
+                (Ok(w), Ok(g)) => prop_assert_eq!(w, g),
+                (Err(w), Err(g)) => prop_assert_eq!(w.to_string(), g.to_string()),
+                (w, g) => prop_assert!(false, "prost {:?}, ours {:?}", w, g),
+            }
+        }
+    }
+
+    #[test]
+    fn varint_lengths() {
+        for (v, n) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(v), n, "{v}");
+        }
+    }
+
+    /// Every era's link heartbeat takes the fast path (spec §2.2), and a payload is a
+    /// slice of the input rather than a copy.
+    #[test]
+    fn era_bytes_take_the_fast_path_and_payloads_are_slices() {
+        let eras = [
+            "08081000180020002800300040004a0812060a0010001800500058 00",
+            "08081000180020002800300040004a0a12080a022800100018005000 5800",
+            "0808100018002000280030004000500058006800",
+            "0808",
+        ];
+        for h in eras {
+            let raw = Bytes::from(hex::decode(h.replace(' ', "")).unwrap());
+            let mut m = Message::default();
+            assert!(merge_fast(&mut m, &raw).is_some(), "{h}");
+            assert!(m.is_link_heartbeat());
+        }
+        let m = Message {
+            msg_type: 3,
+            entries: vec![Entry {
+                data: Some(Bytes::from_static(b"hello")),
+                ..Default::default()
+            }],
+            context: Some(Bytes::from_static(b"ctx")),
+            ..Default::default()
+        };
+        let raw = Bytes::from(m.encode_to_vec());
+        let mut out = Message::default();
+        merge_message(&mut out, raw.clone()).unwrap();
+        let data = out.entries[0].data.as_ref().unwrap();
+        let range = raw.as_ptr() as usize..raw.as_ptr() as usize + raw.len();
+        assert!(range.contains(&(data.as_ptr() as usize)));
+        assert!(range.contains(&(out.context.as_ref().unwrap().as_ptr() as usize)));
+    }
+
+    /// A field the fast path does not take (an unknown one) still decodes, through prost,
+    /// into a message cleared of what the fast path had set.
+    #[test]
+    fn unknown_field_falls_back_cleanly() {
+        let raw = Bytes::from(hex::decode("080310023a020801a00105").unwrap());
+        let mut out = Message::default();
+        merge_message(&mut out, raw).unwrap();
+        assert_eq!((out.msg_type, out.to, out.entries.len()), (3, 2, 1));
+    }
+}
