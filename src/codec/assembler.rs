@@ -26,13 +26,15 @@ pub(crate) fn read_u64(buf: &[u8], pos: usize) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-/// Decodes the `u64 len | Entry` at `pos` of a whole frame, slicing (not copying) the
-/// entry's data out of it. Returns the entry and the position after it.
+/// Decodes the `u64 len | Entry` at `pos` of a whole frame into `out`, slicing (not
+/// copying) the entry's data out of it. Returns the position after it.
+#[inline]
 pub(crate) fn entry_at(
     frame: &Bytes,
     pos: usize,
     frame_offset: u64,
-) -> Result<(crate::raftpb::Entry, usize), DecodeError> {
+    out: &mut Vec<crate::raftpb::Entry>,
+) -> Result<usize, DecodeError> {
     let truncated = || {
         DecodeError::new(
             DecodeErrorKind::Truncated {
@@ -49,7 +51,7 @@ pub(crate) fn entry_at(
         .and_then(|l| start.checked_add(l))
         .filter(|&e| e <= frame.len())
         .ok_or_else(truncated)?;
-    let entry = crate::raftpb::wire::decode_entry(frame, start..end).map_err(|e| {
+    crate::raftpb::wire::push_entry(frame, start..end, out).map_err(|e| {
         DecodeError::new(
             DecodeErrorKind::Protobuf {
                 part: Part::Entry,
@@ -58,7 +60,7 @@ pub(crate) fn entry_at(
             frame_offset + start as u64,
         )
     })?;
-    Ok((entry, end))
+    Ok(end)
 }
 
 /// Fails with [`DecodeErrorKind::TooLarge`] when a frame would need more than `max` bytes.

@@ -61,12 +61,9 @@ impl MsgAppV1Encoder {
         if m.term < self.term || m.entries.is_empty() {
             return V1Write::Skipped;
         }
-        let body: usize = m.entries.iter().map(|e| 8 + wire::entry_len(e)).sum();
-        dst.reserve(8 + body);
         dst.put_u64(m.entries.len() as u64);
         for e in &m.entries {
-            dst.put_u64(wire::entry_len(e) as u64);
-            wire::encode_entry(e, dst);
+            wire::encode_entry_with_u64_len(e, dst);
         }
         V1Write::Written
     }
@@ -128,9 +125,7 @@ impl MsgAppV1Decoder {
         }
         let mut pos = 8;
         for _ in 0..n {
-            let (entry, next) = entry_at(&frame, pos, offset).map_err(|e| self.asm.fail(e))?;
-            out.entries.push(entry);
-            pos = next;
+            pos = entry_at(&frame, pos, offset, &mut out.entries).map_err(|e| self.asm.fail(e))?;
         }
         let first = out.entries[0].index;
         if first == 0 {

@@ -50,13 +50,10 @@ impl MsgAppV2Encoder {
             && m.log_term == m.term
             && fits_app_entries(m)
         {
-            let body: usize = m.entries.iter().map(|e| 8 + wire::entry_len(e)).sum();
-            dst.reserve(17 + body);
             dst.put_u8(TAG_APP_ENTRIES);
             dst.put_u64(m.entries.len() as u64);
             for e in &m.entries {
-                dst.put_u64(wire::entry_len(e) as u64);
-                wire::encode_entry(e, dst);
+                wire::encode_entry_with_u64_len(e, dst);
             }
             dst.put_u64(m.commit);
             self.index = self.index.wrapping_add(m.entries.len() as u64);
@@ -175,9 +172,7 @@ impl MsgAppV2Decoder {
                 let n = read_u64(&frame, 1).unwrap_or(0);
                 let mut pos = 9usize;
                 for _ in 0..n {
-                    let (entry, next) = entry_at(&frame, pos, offset)?;
-                    out.entries.push(entry);
-                    pos = next;
+                    pos = entry_at(&frame, pos, offset, &mut out.entries)?;
                 }
                 out.msg_type = MessageType::MsgApp as i32;
                 out.from = self.remote;

@@ -32,8 +32,9 @@ const EMPTY_SNAPSHOT_V33: [u8; 8] = [0x12, 0x06, 0x0a, 0x00, 0x10, 0x00, 0x18, 0
 /// Bytes of a varint holding `v`.
 #[inline]
 pub fn varint_len(v: u64) -> usize {
-    // 1 for 0..=127, then one more per 7 bits; `| 1` makes 0 count as one bit.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    // ceil(bits / 7) without a division: (bits * 9 + 64) / 64 for 1..=64 bits, with
+    // `| 1` counting 0 as one bit (prost's formula).
+    ((((v | 1).leading_zeros() ^ 63) * 9 + 73) / 64) as usize
 }
 
 /// A fixed-size stack buffer that varints and tags are written into before being
@@ -95,15 +96,37 @@ pub fn entry_len(e: &Entry) -> usize {
 pub fn encode_entry(e: &Entry, dst: &mut BytesMut) {
     // Four tags and four varints of at most ten bytes each.
     let mut s = Scratch::<44>::new();
+    entry_head(e, &mut s);
+    dst.put_slice(s.as_slice());
+    if let Some(d) = &e.data {
+        dst.put_slice(d);
+    }
+}
+
+/// Appends `e` as msgappv2 and msgapp v1 frame it: a big-endian `u64` length, then the
+/// protobuf encoding. Writes the length and the entry's fields in one copy, and the
+/// payload in a second.
+#[inline]
+pub fn encode_entry_with_u64_len(e: &Entry, dst: &mut BytesMut) {
+    let mut s = Scratch::<52>::new();
+    for b in (entry_len(e) as u64).to_be_bytes() {
+        s.byte(b);
+    }
+    entry_head(e, &mut s);
+    dst.put_slice(s.as_slice());
+    if let Some(d) = &e.data {
+        dst.put_slice(d);
+    }
+}
+
+/// `e`'s encoding up to its payload: type, term, index, and the payload's tag and length.
+#[inline]
+fn entry_head<const N: usize>(e: &Entry, s: &mut Scratch<N>) {
     s.field(0x08, e.entry_type as i64 as u64);
     s.field(0x10, e.term);
     s.field(0x18, e.index);
     if let Some(d) = &e.data {
         s.field(0x22, d.len() as u64);
-    }
-    dst.put_slice(s.as_slice());
-    if let Some(d) = &e.data {
-        dst.put_slice(d);
     }
 }
 
@@ -199,8 +222,30 @@ impl Reader<'_> {
     }
 
     /// One varint, as prost reads it: at most ten bytes, the tenth at most 1.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
+        // Most values on the wire (types, terms, flags, lengths) fit one byte, and log
+        // indexes up to two million fit three: read those without a loop.
+        let b = self.buf.get(self.pos..)?;
+        match *b {
+            [b0, ..] if b0 < 0x80 => {
+                self.pos += 1;
+                Some(u64::from(b0))
+            }
+            [b0, b1, ..] if b1 < 0x80 => {
+                self.pos += 2;
+                Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+            }
+            [b0, b1, b2, ..] if b2 < 0x80 => {
+                self.pos += 3;
+                Some(u64::from(b0 & 0x7f) | u64::from(b1 & 0x7f) << 7 | u64::from(b2) << 14)
+            }
+            _ => self.varint_slow(),
+        }
+    }
+
+    #[cold]
+    fn varint_slow(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for i in 0..10 {
             let b = *self.buf.get(self.pos)?;
@@ -241,35 +286,54 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes `src[range]` as an [`Entry`] by hand; `None` when the fast path does not take
-/// these bytes.
-#[inline]
-fn entry_fast(src: &Bytes, range: std::ops::Range<usize>) -> Option<Entry> {
-    let base = range.start;
-    let mut r = Reader {
-        buf: src.get(range)?,
-        pos: 0,
-    };
-    let mut e = Entry::default();
+/// An entry's fields as the fast path reads them: type, term, index, payload range.
+type EntryFields = (i32, u64, u64, Option<(usize, usize)>);
+
+/// Reads `buf` as an [`Entry`] by hand; `None` when the fast path does not take these
+/// bytes. Tags are matched as whole bytes: each of the four fields at most once, in order.
+#[inline(always)]
+fn entry_fields(buf: &[u8]) -> Option<EntryFields> {
+    let mut r = Reader { buf, pos: 0 };
+    let (mut ty, mut term, mut index, mut data) = (0i32, 0u64, 0u64, None);
     let mut last = 0u8;
-    while !r.at_end() {
-        let (field, wire) = r.tag()?;
-        if field <= last {
-            return None;
-        }
-        last = field;
-        match (field, wire) {
-            (1, 0) => e.entry_type = r.varint()? as i32,
-            (2, 0) => e.term = r.varint()?,
-            (3, 0) => e.index = r.varint()?,
-            (4, 2) => {
+    while let Some(&tag) = buf.get(r.pos) {
+        r.pos += 1;
+        match tag {
+            0x08 if last < 1 => {
+                ty = r.varint()? as i32;
+                last = 1;
+            }
+            0x10 if last < 2 => {
+                term = r.varint()?;
+                last = 2;
+            }
+            0x18 if last < 3 => {
+                index = r.varint()?;
+                last = 3;
+            }
+            0x22 if last < 4 => {
                 let d = r.delimited()?;
-                e.data = Some(src.slice(base + d.start..base + d.end));
+                data = Some((d.start, d.end));
+                last = 4;
             }
             _ => return None,
         }
     }
-    Some(e)
+    Some((ty, term, index, data))
+}
+
+/// Decodes `src[range]` by hand into a new [`Entry`]; `None` when the fast path does not
+/// take these bytes.
+#[inline(always)]
+fn entry_fast(src: &Bytes, range: std::ops::Range<usize>) -> Option<Entry> {
+    let base = range.start;
+    let (entry_type, term, index, data) = entry_fields(src.get(range)?)?;
+    Some(Entry {
+        entry_type,
+        term,
+        index,
+        data: data.map(|(a, b)| src.slice(base + a..base + b)),
+    })
 }
 
 /// Decodes `src[range]` as an [`Entry`]. Payloads are slices of `src`, not copies.
@@ -282,6 +346,27 @@ pub fn decode_entry(
         Some(e) => Ok(e),
         None => Entry::decode(src.slice(range)),
     }
+}
+
+/// Decodes `src[range]` as an [`Entry`] and appends it to `out`, building it in place.
+/// Payloads are slices of `src`; results and errors are prost's.
+#[inline]
+pub fn push_entry(
+    src: &Bytes,
+    range: std::ops::Range<usize>,
+    out: &mut Vec<Entry>,
+) -> Result<(), prost::DecodeError> {
+    let base = range.start;
+    match src.get(range.clone()).and_then(entry_fields) {
+        Some((entry_type, term, index, data)) => out.push(Entry {
+            entry_type,
+            term,
+            index,
+            data: data.map(|(a, b)| src.slice(base + a..base + b)),
+        }),
+        None => out.push(Entry::decode(src.slice(range))?),
+    }
+    Ok(())
 }
 
 /// Merges `src` into `out` as prost's `merge` would, for a cleared `out`: entries are
@@ -315,7 +400,13 @@ fn merge_fast(out: &mut Message, src: &Bytes) -> Option<()> {
             (6, 0) => out.index = r.varint()?,
             (7, 2) => {
                 let d = r.delimited()?;
-                out.entries.push(entry_fast(src, d)?);
+                let (entry_type, term, index, data) = entry_fields(&src[d.clone()])?;
+                out.entries.push(Entry {
+                    entry_type,
+                    term,
+                    index,
+                    data: data.map(|(a, b)| src.slice(d.start + a..d.start + b)),
+                });
             }
             (8, 0) => out.commit = r.varint()?,
             (9, 2) => {
@@ -474,7 +565,15 @@ mod tests {
             prop_assert_eq!(entry_len(&e), e.encoded_len());
             let src = Bytes::from(b.to_vec());
             prop_assert!(entry_fast(&src, 0..src.len()).is_some(), "etcd's own bytes take the fast path");
-            prop_assert_eq!(decode_entry(&src, 0..src.len()).unwrap(), e);
+            prop_assert_eq!(decode_entry(&src, 0..src.len()).unwrap(), e.clone());
+            let mut framed = BytesMut::new();
+            encode_entry_with_u64_len(&e, &mut framed);
+            prop_assert_eq!(&framed[..8], &(b.len() as u64).to_be_bytes()[..]);
+            prop_assert_eq!(&framed[8..], &b[..]);
+            let mut into = vec![Entry::default()];
+            let framed = framed.freeze();
+            push_entry(&framed, 8..framed.len(), &mut into).unwrap();
+            prop_assert_eq!(&into[1], &e);
         }
 
         #[test]
