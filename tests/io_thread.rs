@@ -72,8 +72,8 @@ fn work_is_queued_to_io_threads_on_each_backend() {
         backends.push(IoBackend::Uring);
     }
     for backend in backends {
-        let server = IoThread::spawn("rafthttp-io-server", backend).unwrap();
-        let client = IoThread::spawn("rafthttp-io-client", backend).unwrap();
+        let server = IoThread::spawn("rafthttp-io-server", backend, Default::default()).unwrap();
+        let client = IoThread::spawn("rafthttp-io-client", backend, Default::default()).unwrap();
         let (addr, kind) = server.call(StartServer).unwrap();
         assert_eq!((kind, server.backend()), (backend, backend));
         for _ in 0..3 {
@@ -85,4 +85,30 @@ fn work_is_queued_to_io_threads_on_each_backend() {
         server.stop();
         client.stop();
     }
+}
+
+/// The I/O thread runs under the configured scheduling policy (the default is
+/// `SCHED_BATCH`: it must not preempt the application thread that wakes it), and only
+/// the I/O thread does.
+#[test]
+fn io_thread_runs_under_the_configured_policy() {
+    struct Policy;
+    impl IoTask for Policy {
+        type Output = i32;
+        async fn run<B: Backend>(self) -> i32 {
+            // SAFETY: a plain query of the calling thread's policy; no memory is passed.
+            unsafe { libc::sched_getscheduler(0) }
+        }
+    }
+    let backend = rafthttp::io::choose_backend(rafthttp::io::IoMode::Auto).unwrap();
+    let cases = [
+        (rafthttp::io::ThreadScheduling::default(), libc::SCHED_BATCH),
+        (rafthttp::io::ThreadScheduling::Normal, libc::SCHED_OTHER),
+    ];
+    for (sched, want) in cases {
+        let io = IoThread::spawn("rafthttp-io-sched", backend, sched).unwrap();
+        assert_eq!(io.call(Policy).unwrap(), want, "{sched:?}");
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
 }

@@ -11,6 +11,7 @@ mod conn;
 pub mod deadline;
 mod epoll;
 pub mod pool;
+pub mod sched;
 pub mod thread;
 mod uring;
 
@@ -18,6 +19,7 @@ pub use conn::{Backend, Conn, Listener};
 pub use deadline::{Deadline, Timeouts};
 pub use epoll::{Epoll, EpollConn, EpollListener};
 pub use pool::{BufferPool, PoolStats};
+pub use sched::ThreadScheduling;
 pub use thread::IoThread;
 pub use uring::{Uring, UringConn, UringListener};
 

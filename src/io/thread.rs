@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::{block_on, Backend, IoBackend, IoError, IoTask};
+use super::{block_on, Backend, IoBackend, IoError, IoTask, ThreadScheduling};
 
 /// Commands queued for an I/O thread.
 const COMMAND_QUEUE: usize = 1024;
@@ -45,13 +45,19 @@ impl<T: IoTask + 'static> IoTask for Spawn<T> {
 }
 
 impl IoThread {
-    /// Starts a thread named `name` with `backend`'s runtime.
-    pub fn spawn(name: &str, backend: IoBackend) -> Result<IoThread, IoError> {
+    /// Starts a thread named `name` with `backend`'s runtime, scheduled by `sched`.
+    pub fn spawn(
+        name: &str,
+        backend: IoBackend,
+        sched: ThreadScheduling,
+    ) -> Result<IoThread, IoError> {
         let (commands, rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
         let (ready_tx, ready_rx) = std_mpsc::channel();
+        let thread_name = name.to_string();
         let join = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                sched.apply_or_warn(&thread_name);
                 struct Loop(
                     mpsc::Receiver<Command>,
                     std_mpsc::Sender<Result<(), IoError>>,
@@ -82,7 +88,12 @@ impl IoThread {
                 ))
             }
         }
-        tracing::info!(io = backend.name(), thread = name, "I/O thread started");
+        tracing::info!(
+            io = backend.name(),
+            thread = name,
+            sched = sched.name(),
+            "I/O thread started"
+        );
         Ok(IoThread {
             backend,
             commands,

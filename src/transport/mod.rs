@@ -40,7 +40,8 @@ use crate::http::client::{PeerUrl, UrlError};
 use crate::http::server::{listen_all, Server, ServerConfig};
 use crate::http::write::HeaderValue;
 use crate::io::{
-    choose_backend, Backend, BufferPool, IoBackend, IoError, IoMode, IoTask, IoThread, Timeouts,
+    choose_backend, Backend, BufferPool, IoBackend, IoError, IoMode, IoTask, IoThread,
+    ThreadScheduling, Timeouts,
 };
 use crate::limits::Limits;
 use crate::raftpb::Message;
@@ -77,6 +78,9 @@ pub struct Config {
     pub probe_interval: Duration,
     /// More paths to serve on the peer port (etcd serves `/version` and `/members`).
     pub routes: ExtraRoutes,
+    /// Scheduling policy of the I/O thread ([`ThreadScheduling::Batch`]: it does not
+    /// preempt the application thread that wakes it to send; see [`crate::io::sched`]).
+    pub scheduling: ThreadScheduling,
 }
 
 /// Answers a request on a path the application adds to the peer port. Called on the
@@ -131,6 +135,7 @@ impl Config {
             heartbeat: timeouts.read / 3,
             probe_interval: timeouts.read.saturating_sub(Duration::from_secs(1)),
             routes: ExtraRoutes::default(),
+            scheduling: ThreadScheduling::default(),
         }
     }
 }
@@ -399,7 +404,11 @@ impl Transport {
     /// Starts a transport: chooses the I/O driver, starts its thread and listens.
     pub fn start(config: Config, raft: Arc<dyn Raft>) -> Result<Transport, TransportError> {
         let backend = choose_backend(config.io)?;
-        let io = IoThread::spawn(&format!("rafthttp-io-{:x}", config.id), backend)?;
+        let io = IoThread::spawn(
+            &format!("rafthttp-io-{:x}", config.id),
+            backend,
+            config.scheduling,
+        )?;
         let (fatal, fatal_rx) = sync_channel(1);
         let local = Local::new(
             config.id,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rafthttp::alloc_count::{thread_allocs, AllocTotals};
-use rafthttp::io::IoMode;
+use rafthttp::io::{IoMode, ThreadScheduling};
 use rafthttp::raftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport, TransportError};
 use rafthttp::usage::{cpu_time, peak_rss_kib, reset_peak_rss};
@@ -192,11 +192,13 @@ pub fn member(
     epoch: Instant,
     snap_dir: PathBuf,
     inline: bool,
+    sched: ThreadScheduling,
 ) -> Result<Member, TransportError> {
     let counter = Counter::new(epoch, snap_dir, inline);
     let mut cfg = Config::new(id, 0xbe4c);
     cfg.listen = vec!["127.0.0.1:0".parse().expect("address")];
     cfg.io = io;
+    cfg.scheduling = sched;
     let transport = Transport::start(cfg, counter.clone())?;
     Ok(Member { transport, counter })
 }

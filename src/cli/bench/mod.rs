@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rafthttp::io::IoMode;
+use rafthttp::io::{IoMode, ThreadScheduling};
 use rafthttp::workload::AppSource;
 
 use harness::{latency, member, snapshots, throughput, url, wait_streams, Source};
@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Off by default, which matches the anchor (etcd hands them to a goroutine).
     #[arg(long)]
     pub inline: bool,
+    /// Scheduling policy of the transports' I/O threads: batch (the default: they do
+    /// not preempt the thread that wakes them to send) or normal (the kernel's default).
+    #[arg(long, default_value = "batch")]
+    pub sched: ThreadScheduling,
     /// Snapshot size in MiB.
     #[arg(long, default_value_t = 64)]
     pub snapmib: u64,
@@ -141,10 +145,16 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         rows.push(r);
     };
 
-    let n1 = member(1, args.io, epoch, dir.clone(), args.inline)?;
-    let n2 = member(2, args.io, epoch, dir.clone(), args.inline)?;
+    let n1 = member(1, args.io, epoch, dir.clone(), args.inline, args.sched)?;
+    let n2 = member(2, args.io, epoch, dir.clone(), args.inline, args.sched)?;
     let io = n1.transport.backend().name();
-    eprintln!("rafthttp bench: {} I/O, window {}", io, args.window);
+    eprintln!(
+        "rafthttp bench: {} I/O, window {}, {} thread scheduling{}",
+        io,
+        args.window,
+        args.sched.name(),
+        if args.inline { ", inline" } else { "" }
+    );
     n1.transport.add_peer(2, &[url(&n2)])?;
     n2.transport.add_peer(1, &[url(&n1)])?;
     if !wait_streams(&n1, 2, Duration::from_secs(10))
@@ -259,8 +269,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if args.npipe > 0 && wanted("pipeline msgapp 1x64B") {
         // Member 4 never adds member 3, so it refuses 3's stream dials and 3's writers
         // never attach: everything goes by pipeline (one POST /raft per message).
-        let n3 = member(3, args.io, epoch, dir.clone(), args.inline)?;
-        let n4 = member(4, args.io, epoch, dir.clone(), args.inline)?;
+        let n3 = member(3, args.io, epoch, dir.clone(), args.inline, args.sched)?;
+        let n4 = member(4, args.io, epoch, dir.clone(), args.inline, args.sched)?;
         n3.transport.add_peer(4, &[url(&n4)])?;
         std::thread::sleep(Duration::from_millis(200));
         let n = args.npipe / div;
@@ -301,6 +311,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ),
         ("window", args.window.to_string()),
         ("inline", args.inline.to_string()),
+        ("sched", args.sched.name().to_string()),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
         ("cpu", cpu_model()),
         (
