@@ -403,6 +403,22 @@ fn snapshots_stream_to_the_receivers_hook_and_report_their_outcome() {
             "{io:?}: process saw the envelope"
         );
 
+        // The same database from memory, written by reference (and read by the hook
+        // with `read` this time: index 78 is even).
+        let mut from_memory = envelope.clone();
+        from_memory.snapshot.metadata.index = 78;
+        a.send_snapshot_bytes(from_memory, bytes::Bytes::from(data.clone()));
+        assert_eq!(
+            ra.wait_snapshots(2, Duration::from_secs(20))[1],
+            (2, SnapshotStatus::Finish),
+            "{io:?}"
+        );
+        assert_eq!(
+            rb.snapshot_data.lock().unwrap()[1],
+            (78, size, sum),
+            "{io:?}: all bytes from memory, in order"
+        );
+
         // A reader shorter or longer than the size it was sent with fails the send.
         a.send_snapshot(envelope.clone(), std::io::Cursor::new(vec![1u8; 500]), 1000);
         a.send_snapshot(
@@ -410,15 +426,15 @@ fn snapshots_stream_to_the_receivers_hook_and_report_their_outcome() {
             std::io::Cursor::new(vec![1u8; 1500]),
             1000,
         );
-        let reports = ra.wait_snapshots(3, Duration::from_secs(10));
+        let reports = ra.wait_snapshots(4, Duration::from_secs(10));
         assert_eq!(
-            &reports[1..],
+            &reports[2..],
             &[(2, SnapshotStatus::Failure), (2, SnapshotStatus::Failure)],
             "{io:?}"
         );
         assert_eq!(
             rb.snapshot_data.lock().unwrap().len(),
-            1,
+            2,
             "{io:?}: no partial snapshot was processed"
         );
     }

@@ -298,12 +298,15 @@ struct ChannelReader {
     complete: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+impl ChannelReader {
+    /// Waits until a piece is at hand; `false` at the clean end of the body.
+    fn await_piece(&mut self) -> std::io::Result<bool> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(b) => self.current = b,
-                None if self.complete.load(std::sync::atomic::Ordering::SeqCst) => return Ok(0),
+                None if self.complete.load(std::sync::atomic::Ordering::SeqCst) => {
+                    return Ok(false)
+                }
                 None => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -311,6 +314,29 @@ impl std::io::Read for ChannelReader {
                     ));
                 }
             }
+        }
+        Ok(true)
+    }
+}
+
+/// Pieces as they arrived (slices of the connection's read buffers): a hook that saves
+/// them with `fill_buf`/`consume` writes straight from them, with no copy of its own.
+impl std::io::BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.await_piece()?;
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.current.len());
+        bytes::Buf::advance(&mut self.current, n);
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.await_piece()? {
+            return Ok(0);
         }
         // Fill `buf` from every piece already here, so that a large read gets a large
         // answer (fewer, larger writes for whoever saves the snapshot).

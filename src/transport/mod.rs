@@ -560,6 +560,20 @@ impl Transport {
     /// database from `data`, streamed (etcd's `SendSnapshot`). Returns at once; the
     /// outcome comes through [`Raft::report_snapshot`].
     pub fn send_snapshot(&self, m: Message, data: impl std::io::Read + Send + 'static, size: u64) {
+        self.send_snapshot_data(
+            m,
+            snapshot_sender::SnapshotData::Reader(Box::new(data), size),
+        );
+    }
+
+    /// Sends a snapshot whose database is already in memory (as raft-rs's `MemStorage`
+    /// keeps it): like [`Transport::send_snapshot`], but the bytes go to the socket by
+    /// reference, with no copy and no reader thread.
+    pub fn send_snapshot_bytes(&self, m: Message, data: bytes::Bytes) {
+        self.send_snapshot_data(m, snapshot_sender::SnapshotData::Bytes(data));
+    }
+
+    fn send_snapshot_data(&self, m: Message, data: snapshot_sender::SnapshotData) {
         let to = m.to;
         let sent = self
             .shared
@@ -571,8 +585,7 @@ impl Transport {
                     shared: self.shared.clone(),
                     peer,
                     envelope: m,
-                    data: Box::new(data),
-                    size,
+                    data,
                 };
                 io.as_ref()?.spawn_task(task).ok()
             });

@@ -62,12 +62,14 @@ pub trait Raft: Send + Sync + 'static {
 
     /// Receives a snapshot's database bytes (what followed the envelope on
     /// `POST /raft/snapshot`), before `process(envelope)` is called. Runs on a worker
-    /// thread; `data` streams the bytes as they arrive and ends with the body. An `Err`
-    /// is answered with 500 `failed to save KV snapshot (…)`. The default discards them.
+    /// thread; `data` streams the bytes as they arrive and ends with the body. Read it
+    /// with `read`, or with `fill_buf`/`consume` to write the pieces as they arrived
+    /// without copying them first. An `Err` is answered with 500 `failed to save KV
+    /// snapshot (…)`. The default discards them.
     fn receive_snapshot(
         &self,
         envelope: &Message,
-        data: &mut dyn std::io::Read,
+        data: &mut dyn std::io::BufRead,
     ) -> Result<(), String> {
         let _ = envelope;
         std::io::copy(data, &mut std::io::sink())

@@ -31,9 +31,52 @@ pub struct SnapshotSend {
     /// The MsgSnap envelope.
     pub envelope: Message,
     /// The database bytes.
-    pub data: Box<dyn Read + Send>,
-    /// How many bytes `data` must yield.
-    pub size: u64,
+    pub data: SnapshotData,
+}
+
+/// Where a snapshot's database bytes come from.
+pub enum SnapshotData {
+    /// A reader that must yield exactly this many bytes; read on a blocking thread into
+    /// pooled pieces.
+    Reader(Box<dyn Read + Send>, u64),
+    /// Bytes already in memory, written by reference (no copy before the socket).
+    Bytes(Bytes),
+}
+
+impl SnapshotData {
+    /// How many bytes the snapshot carries.
+    pub fn size(&self) -> u64 {
+        match self {
+            SnapshotData::Reader(_, size) => *size,
+            SnapshotData::Bytes(b) => b.len() as u64,
+        }
+    }
+}
+
+/// Feeds `data` to `tx` as slices of [`PIECE`] bytes.
+async fn feed_bytes(data: Bytes, tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>) {
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + PIECE).min(data.len());
+        if tx.send(Ok(data.slice(at..end))).await.is_err() {
+            return;
+        }
+        at = end;
+    }
+}
+
+/// Piece buffers kept for reuse: the channel's capacity plus the pieces the writer may
+/// hold, so that a snapshot in steady state reuses memory that is already mapped instead
+/// of faulting in fresh pages for every piece.
+const SPARE_PIECES: usize = 12;
+
+/// A buffer of at least `want` bytes' capacity: a spare whose pieces the writer has all
+/// dropped, or a new one.
+fn take_piece(spares: &mut Vec<BytesMut>, want: usize) -> BytesMut {
+    match spares.iter_mut().position(|b| b.try_reclaim(want)) {
+        Some(i) => spares.swap_remove(i),
+        None => BytesMut::with_capacity(PIECE),
+    }
 }
 
 /// Reads exactly `size` bytes from `data` into `tx`, then checks nothing is left.
@@ -43,9 +86,13 @@ fn pump(
     tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
 ) {
     let mut left = size;
+    let mut spares: Vec<BytesMut> = Vec::with_capacity(SPARE_PIECES);
     loop {
         let want = (left.min(PIECE as u64) as usize).max(1);
-        let mut buf = BytesMut::zeroed(want);
+        let mut buf = take_piece(&mut spares, want);
+        // `Read` needs initialised memory; zeroing reused pages costs far less than
+        // faulting in new ones.
+        buf.resize(want, 0);
         let n = match data.read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -71,7 +118,12 @@ fn pump(
         let n = n.min(left as usize);
         left -= n as u64;
         buf.truncate(n);
-        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+        let piece = buf.split().freeze();
+        if spares.len() < SPARE_PIECES {
+            // Empty now; its memory comes back once the writer drops `piece`.
+            spares.push(buf);
+        }
+        if tx.blocking_send(Ok(piece)).is_err() {
             return;
         }
     }
@@ -86,8 +138,8 @@ impl IoTask for SnapshotSend {
             peer,
             envelope,
             data,
-            size,
         } = self;
+        let size = data.size();
         let client: Client<B> = Client::new(
             shared.client_config(),
             Rc::new(BufferPool::new(16 * 1024, 1)),
@@ -105,13 +157,21 @@ impl IoTask for SnapshotSend {
         let mut head = BytesMut::new();
         encode_snapshot_envelope(&envelope, &mut head);
         let _ = tx.send(Ok(head.freeze())).await;
-        let reader = tokio::task::spawn_blocking(move || pump(data, size, tx));
+        let feeder = match data {
+            SnapshotData::Reader(data, size) => {
+                let job = tokio::task::spawn_blocking(move || pump(data, size, tx));
+                Box::pin(async move { drop(job.await) })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+            }
+            SnapshotData::Bytes(data) => Box::pin(feed_bytes(data, tx)),
+        };
+        let feeder = tokio::task::spawn_local(feeder);
         let Some(url) = peer.urls.pick() else { return };
         let result = client
             .request_streamed(&url, "POST", "/raft/snapshot", &headers, &mut rx)
             .await;
         drop(rx);
-        let _ = reader.await;
+        let _ = feeder.await;
         metrics.inflight.fetch_sub(1, Relaxed);
         let error = match result {
             Ok(r) if r.status == 204 => {

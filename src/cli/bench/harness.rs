@@ -152,28 +152,44 @@ impl Raft for Counter {
     }
 
     /// Saves the database into the snapshot directory, as etcd's `SaveDBFrom` does
-    /// (the anchor saves into /dev/shm, so no disk is measured).
-    fn receive_snapshot(&self, env: &Message, data: &mut dyn std::io::Read) -> Result<(), String> {
+    /// (the anchor saves into /dev/shm, so no disk is measured). The files stay until the
+    /// row is over, as the anchor's do ([`Counter::remove_snapshots`]).
+    fn receive_snapshot(
+        &self,
+        env: &Message,
+        data: &mut dyn std::io::BufRead,
+    ) -> Result<(), String> {
         let path = self
             .snap_dir
             .join(format!("{:016x}.snap.db", env.snapshot.metadata.index));
         let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        // Large writes, as etcd's snapshotter makes (std::io::copy would write 8 KiB at
-        // a time).
-        let mut buf = vec![0u8; 1 << 20];
+        // Straight from the pieces as they arrived (etcd's snapshotter copies through a
+        // 32 KiB buffer; writing from the pieces saves that copy).
         loop {
-            let n = match data.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
+            let piece = match data.fill_buf() {
+                Ok([]) => break,
+                Ok(piece) => piece,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.to_string()),
             };
-            f.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+            f.write_all(piece).map_err(|e| e.to_string())?;
+            let n = piece.len();
+            data.consume(n);
         }
         f.flush().map_err(|e| e.to_string())?;
-        drop(f);
-        let _ = std::fs::remove_file(&path);
         Ok(())
+    }
+}
+
+impl Counter {
+    /// Removes the snapshots saved so far, once a row is measured (the anchor empties
+    /// its snapshot directory after the row, outside the timed part).
+    pub fn remove_snapshots(&self) {
+        if let Ok(dir) = std::fs::read_dir(&self.snap_dir) {
+            for entry in dir.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -456,8 +472,9 @@ pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) ->
             },
             ..Default::default()
         };
-        tx.transport
-            .send_snapshot(m, std::io::Cursor::new(body.clone()), size);
+        // The database is in memory, as the anchor's `bytes.NewReader(body)` is: it goes
+        // to the socket by reference, as Go's chunked writer sends a bytes.Reader.
+        tx.transport.send_snapshot_bytes(m, body.clone());
         c.wait(Duration::from_secs(60), || {
             c.snapshots_done.load(Relaxed) > ok || c.snapshots_failed.load(Relaxed) > failed
         });
@@ -466,6 +483,7 @@ pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) ->
         }
     }
     let b = sample(tx, rx);
+    rx.counter.remove_snapshots();
     fill(&mut row, a, b, count, 0);
     row.missing = missing as f64;
     row.peak_rss_kib = peak_rss_kib();
