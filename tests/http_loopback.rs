@@ -628,3 +628,121 @@ impl IoTask for SeveralListeners {
 fn one_server_listens_on_several_addresses() {
     on_both(SeveralListeners);
 }
+
+/// `n` POST /raft requests framed back to back, with bodies of `sizes`; the request at
+/// `close_at` (if any) asks the server to close after answering it.
+fn pipelined_wire(url: &PeerUrl, sizes: &[usize], close_at: Option<usize>) -> Bytes {
+    use rafthttp::http::write::{write_request_head, Framing};
+    let mut wire = BytesMut::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let mut headers = vec![("X-Server-From", HeaderValue::Hex(2))];
+        if close_at == Some(i) {
+            headers.push(("Connection", HeaderValue::Static("close")));
+        }
+        write_request_head(
+            &mut wire,
+            "POST",
+            "/raft",
+            &url.authority,
+            &headers,
+            Framing::Length(size as u64),
+        );
+        wire.extend(std::iter::repeat_n(i as u8, size));
+    }
+    wire.freeze()
+}
+
+#[derive(Clone)]
+struct Pipelined;
+impl IoTask for Pipelined {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let (server, url, seen) = start_server::<B>(ServerConfig::default(), Rc::default(), false);
+        let c = client::<B>(Timeouts::default());
+
+        // Three requests in one write, one of them larger than a read: three answers, in
+        // order, from one connection, which stays open for reuse.
+        let sizes = [10usize, 100_000, 0];
+        let (got, error) = c
+            .pipelined(&url, pipelined_wire(&url, &sizes, None), 3)
+            .await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(got.iter().map(|r| r.status).collect::<Vec<_>>(), [204; 3]);
+        let seen_now = seen.borrow().clone();
+        let bodies: Vec<&str> = seen_now
+            .iter()
+            .map(|s| s.split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(bodies, ["10", "100000", "0"], "handled in order");
+        let port = seen_now[0].split(' ').next().unwrap().to_string();
+        assert!(
+            seen_now.iter().all(|s| s.starts_with(&port)),
+            "{seen_now:?}"
+        );
+
+        // The idle connection is reused for the next batch.
+        let (got, error) = c
+            .pipelined(&url, pipelined_wire(&url, &[1, 2], None), 2)
+            .await;
+        assert!(error.is_none() && got.len() == 2, "{error:?}");
+        assert!(
+            seen.borrow()[3].starts_with(&port),
+            "reused: {:?}",
+            seen.borrow()
+        );
+        assert_eq!(server.open_connections(), 1);
+
+        // The server closes after the request that asked it to: the answers before and
+        // at it arrive, the one after it fails, and nothing hangs.
+        let (got, error) = c
+            .pipelined(&url, pipelined_wire(&url, &[5, 6, 7], Some(1)), 3)
+            .await;
+        assert_eq!(got.len(), 2);
+        assert!(
+            matches!(error, Some(ClientError::Http(_))),
+            "the third was never answered: {error:?}"
+        );
+
+        // A response held back while the next request was already arriving goes out
+        // before the server waits for the rest of that request: a client may wait for
+        // the first answer before it sends more.
+        let wire = pipelined_wire(&url, &[3, 50], None);
+        let cut = wire.len() - 20;
+        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+        let (r, _) = conn.write_all(wire.slice(..cut)).await;
+        r.unwrap();
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            conn.read(BytesMut::with_capacity(4096)),
+        )
+        .await;
+        let Ok((Ok(n), first)) = read else {
+            panic!("the first answer was held back behind a partial request")
+        };
+        assert!(first[..n].starts_with(b"HTTP/1.1 204"));
+        let (r, _) = conn.write_all(wire.slice(cut..)).await;
+        r.unwrap();
+        let (r, second) = conn.read(BytesMut::with_capacity(4096)).await;
+        assert!(second[..r.unwrap()].starts_with(b"HTTP/1.1 204"));
+        drop(conn);
+
+        // Raw bytes: the answers to pipelined requests all arrive before the close.
+        let (text, took) =
+            raw_exchange::<B>(&url, &pipelined_wire(&url, &[3, 4, 0, 9], Some(2))).await;
+        assert_eq!(
+            text.matches("HTTP/1.1 204 No Content\r\n").count(),
+            3,
+            "{text}"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "answered at once, not at a timeout"
+        );
+        server.stop();
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    on_both(Pipelined);
+}

@@ -98,6 +98,17 @@ impl BodyDecoder {
         }
     }
 
+    /// How many more input bytes belong to this body, when the framing says
+    /// (Content-Length: what is left; finished: 0); `None` for chunked and until-close
+    /// bodies, whose end only the bytes themselves tell.
+    pub fn bytes_wanted(&self) -> Option<u64> {
+        match self {
+            BodyDecoder::Length { left } => Some(*left),
+            BodyDecoder::Done => Some(0),
+            BodyDecoder::Chunked(_) | BodyDecoder::UntilClose => None,
+        }
+    }
+
     /// Whether the body is complete.
     pub fn is_done(&self) -> bool {
         matches!(self, BodyDecoder::Done)

@@ -263,17 +263,90 @@ impl<B: Backend> Client<B> {
             !head.wants_close() && !matches!(head.body_framing(), Ok(BodyFraming::UntilClose));
         let status = status_of(&head);
         if keep {
-            let mut idle = self.idle.borrow_mut();
-            let conns = idle.entry(url.authority.clone()).or_default();
-            if conns.len() < self.config.max_idle_per_host {
-                conns.push(io);
-            } else {
-                io.release(&self.pool);
-            }
+            self.keep_idle(url, io);
         } else {
             io.release(&self.pool);
         }
         Ok(ClientResponse { status, head, body })
+    }
+
+    /// Sends `n` requests already framed back to back in `wire` (heads and bodies) on
+    /// one connection to `url`'s host, pipelined, and reads their `n` responses in
+    /// order. Returns the responses read and, when there are fewer than `n`, the error
+    /// that ended the exchange. A reused idle connection that fails before any response
+    /// is retried once on a fresh one, as [`Client::request`] does.
+    pub async fn pipelined(
+        &self,
+        url: &PeerUrl,
+        wire: Bytes,
+        n: usize,
+    ) -> (Vec<ClientResponse>, Option<ClientError>) {
+        let reused = self
+            .idle
+            .borrow_mut()
+            .get_mut(&url.authority)
+            .and_then(Vec::pop);
+        if let Some(io) = reused {
+            match self.exchange_pipelined(io, url, wire.clone(), n).await {
+                (got, Some(ClientError::Http(HttpError::Io(_) | HttpError::Closed(_))))
+                    if got.is_empty() => {}
+                done => return done,
+            }
+        }
+        match self.dial(url).await {
+            Ok(io) => self.exchange_pipelined(io, url, wire, n).await,
+            Err(e) => (Vec::new(), Some(e)),
+        }
+    }
+
+    async fn exchange_pipelined(
+        &self,
+        mut io: HttpIo<B::Conn>,
+        url: &PeerUrl,
+        wire: Bytes,
+        n: usize,
+    ) -> (Vec<ClientResponse>, Option<ClientError>) {
+        let mut got = Vec::with_capacity(n);
+        if let Err(e) = io.write(wire).await {
+            io.release(&self.pool);
+            return (got, Some(e.into()));
+        }
+        while got.len() < n {
+            let (head, body) = match self.read_response(&mut io).await {
+                Ok(r) => r,
+                Err(e) => {
+                    io.release(&self.pool);
+                    return (got, Some(e));
+                }
+            };
+            let keep =
+                !head.wants_close() && !matches!(head.body_framing(), Ok(BodyFraming::UntilClose));
+            got.push(ClientResponse {
+                status: status_of(&head),
+                head,
+                body,
+            });
+            if !keep {
+                io.release(&self.pool);
+                let cut = (got.len() < n).then_some(ClientError::Http(HttpError::Closed(
+                    "connection closed with pipelined requests unanswered",
+                )));
+                return (got, cut);
+            }
+        }
+        self.keep_idle(url, io);
+        (got, None)
+    }
+
+    /// Keeps `io` for reuse, up to the idle limit per host.
+    fn keep_idle(&self, url: &PeerUrl, io: HttpIo<B::Conn>) {
+        let mut idle = self.idle.borrow_mut();
+        let conns = idle.entry(url.authority.clone()).or_default();
+        if conns.len() < self.config.max_idle_per_host {
+            conns.push(io);
+        } else {
+            io.release(&self.pool);
+        }
     }
 
     /// Sends a request whose body is produced as it goes (chunked), on a new connection:

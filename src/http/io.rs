@@ -127,6 +127,12 @@ impl<C: Conn> HttpIo<C> {
 
     /// Reads more bytes into `rbuf` before the deadline at `by`. Returns 0 at EOF.
     async fn fill(&mut self, by: Instant, what: &'static str) -> Result<usize, HttpError> {
+        if !self.wbuf.is_empty() {
+            // Responses held back while pipelined requests were waiting go out before we
+            // wait for more input.
+            let held = self.wbuf.split().freeze();
+            self.write(held).await?;
+        }
         if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
             self.grow_read_buffer();
         }
@@ -233,7 +239,13 @@ impl<C: Conn> HttpIo<C> {
     pub async fn next_body_event(&mut self, dec: &mut BodyDecoder) -> Result<BodyEvent, HttpError> {
         loop {
             if self.pending.is_empty() && !self.rbuf.is_empty() {
-                self.pending = self.rbuf.split().freeze();
+                // Hand the decoder only this body's bytes when the framing says how many,
+                // so that a pipelined request after it stays in `rbuf`, ready to parse
+                // in place (rather than frozen and copied back).
+                let take = dec
+                    .bytes_wanted()
+                    .map_or(self.rbuf.len(), |w| w.min(self.rbuf.len() as u64) as usize);
+                self.pending = self.rbuf.split_to(take).freeze();
             }
             if let Some(ev) = dec.decode(&mut self.pending)? {
                 return Ok(ev);
@@ -278,11 +290,19 @@ impl<C: Conn> HttpIo<C> {
         Ok(first.unwrap_or_else(|| joined.freeze()))
     }
 
-    /// The write buffer, empty, for the next message's head (and small body).
+    /// The write buffer, for the next message's head (and small body): appended after
+    /// any response a server left unflushed (see [`HttpIo::has_buffered_input`]).
     pub fn out(&mut self) -> &mut BytesMut {
-        self.wbuf.clear();
         self.wbuf.reserve(4096);
         &mut self.wbuf
+    }
+
+    /// Whether input is already buffered: a pipelining client's next request. A server
+    /// may then leave its response in [`out`](Self::out) unflushed, to go out with the
+    /// next one in a single write; nothing unflushed is ever left behind a read that
+    /// waits for input.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.rbuf.is_empty() || !self.pending.is_empty()
     }
 
     /// Writes what [`out`](Self::out) holds, then `payload` if any: as one write, or

@@ -273,6 +273,11 @@ impl Server {
                     Framing::Length(0)
                 };
                 write_response_head(io.out(), status, &headers, framing, close);
+                if !close && io.has_buffered_input() {
+                    // A pipelined request is waiting: answer it first and write both
+                    // responses at once (HttpIo flushes before it waits for input).
+                    return Ok(());
+                }
                 io.flush(None).await
             }
             ResponseBody::Full(body) => {

@@ -38,7 +38,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             PathPattern::Exact("/raft".into()),
             BodyMode::Buffered(max),
-            move |req| pipeline(s1.clone(), req),
+            move |req| {
+                let shared = s1.clone();
+                async move {
+                    pipeline(shared, req)
+                        .await
+                        .with_header(PIPELINING_HEADER, "1")
+                }
+            },
         )
         .route(
             PathPattern::Prefix("/raft/stream/".into()),
@@ -80,6 +87,13 @@ fn add_remote_from(shared: &Arc<Shared>, req: &Request) {
         shared.add_remote_str(from, urls);
     }
 }
+
+/// Sent on every answer to `POST /raft`: this server answers pipelined requests
+/// promptly, so the sender may pipeline (see `pipeline.rs`). etcd's server must not be
+/// sent pipelined requests: its peer listener re-arms a 5 s read deadline on every read,
+/// which races with net/http's abort of its background read and stalls the next
+/// request for up to 5 s. etcd ignores the header.
+pub const PIPELINING_HEADER: &str = "X-Rafthttp-Pipelining";
 
 async fn pipeline(shared: Arc<Shared>, req: Request) -> Response {
     let local = &shared.local;
