@@ -222,11 +222,7 @@ impl<B: Backend> Client<B> {
         headers: &[(&'static str, HeaderValue)],
         body: Bytes,
     ) -> Result<ClientResponse, ClientError> {
-        let reused = self
-            .idle
-            .borrow_mut()
-            .get_mut(&url.authority)
-            .and_then(Vec::pop);
+        let reused = self.take_idle(url);
         if let Some(io) = reused {
             match self
                 .exchange(io, url, method, path, headers, body.clone())
@@ -281,11 +277,7 @@ impl<B: Backend> Client<B> {
         wire: Bytes,
         n: usize,
     ) -> (Vec<ClientResponse>, Option<ClientError>) {
-        let reused = self
-            .idle
-            .borrow_mut()
-            .get_mut(&url.authority)
-            .and_then(Vec::pop);
+        let reused = self.take_idle(url);
         if let Some(io) = reused {
             match self.exchange_pipelined(io, url, wire.clone(), n).await {
                 (got, Some(ClientError::Http(HttpError::Io(_) | HttpError::Closed(_))))
@@ -336,6 +328,14 @@ impl<B: Backend> Client<B> {
         }
         self.keep_idle(url, io);
         (got, None)
+    }
+
+    /// An idle keep-alive connection to `url`'s host, if one is kept.
+    fn take_idle(&self, url: &PeerUrl) -> Option<HttpIo<B::Conn>> {
+        self.idle
+            .borrow_mut()
+            .get_mut(&url.authority)
+            .and_then(Vec::pop)
     }
 
     /// Keeps `io` for reuse, up to the idle limit per host.
