@@ -78,6 +78,17 @@ impl<const N: usize> Scratch<N> {
     fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+
+    /// Appends the written bytes to `dst`. Copies the whole fixed-size buffer and then
+    /// cuts `dst` back: a copy of constant length compiles to a few vector moves, where
+    /// one of variable length is a call to `memmove` (8% of a writer's samples on the
+    /// 100-entry rows, two calls per entry).
+    #[inline]
+    fn append_to(&self, dst: &mut BytesMut) {
+        let end = dst.len() + self.len;
+        dst.extend_from_slice(&self.buf);
+        dst.truncate(end);
+    }
 }
 
 /// Bytes of `e`'s protobuf encoding (what prost's `encoded_len` returns).
@@ -113,7 +124,7 @@ pub fn encode_entry_with_u64_len(e: &Entry, dst: &mut BytesMut) {
         s.byte(b);
     }
     entry_head(e, &mut s);
-    dst.put_slice(s.as_slice());
+    s.append_to(dst);
     if let Some(d) = &e.data {
         dst.put_slice(d);
     }
