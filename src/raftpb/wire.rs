@@ -333,48 +333,39 @@ fn entry_fields(buf: &[u8]) -> Option<EntryFields> {
     Some((ty, term, index, data))
 }
 
-/// Decodes `src[range]` by hand into a new [`Entry`]; `None` when the fast path does not
-/// take these bytes.
+/// The [`Entry`] whose fields the fast path read from `src[base..]`; its payload is a
+/// slice of `src`.
 #[inline(always)]
-fn entry_fast(src: &Bytes, range: std::ops::Range<usize>) -> Option<Entry> {
-    let base = range.start;
-    let (entry_type, term, index, data) = entry_fields(src.get(range)?)?;
-    Some(Entry {
+fn entry_from(src: &Bytes, base: usize, fields: EntryFields) -> Entry {
+    let (entry_type, term, index, data) = fields;
+    Entry {
         entry_type,
         term,
         index,
         data: data.map(|(a, b)| src.slice(base + a..base + b)),
-    })
+    }
 }
 
-/// Decodes `src[range]` as an [`Entry`]. Payloads are slices of `src`, not copies.
-/// Results and errors are prost's.
-pub fn decode_entry(
-    src: &Bytes,
-    range: std::ops::Range<usize>,
-) -> Result<Entry, prost::DecodeError> {
-    match entry_fast(src, range.clone()) {
-        Some(e) => Ok(e),
-        None => Entry::decode(src.slice(range)),
+/// Decodes `src` as an [`Entry`]. The payload is a slice of `src`, not a copy. Results
+/// and errors are prost's.
+pub fn decode_entry(src: &Bytes) -> Result<Entry, prost::DecodeError> {
+    match entry_fields(src) {
+        Some(fields) => Ok(entry_from(src, 0, fields)),
+        None => Entry::decode(src.clone()),
     }
 }
 
 /// Decodes `src[range]` as an [`Entry`] and appends it to `out`, building it in place.
-/// Payloads are slices of `src`; results and errors are prost's.
+/// Payloads are slices of `src`; results and errors are prost's. `range` must lie within
+/// `src`: the frame decoders check it against the frame before they call this.
 #[inline]
-pub fn push_entry(
+pub(crate) fn push_entry(
     src: &Bytes,
     range: std::ops::Range<usize>,
     out: &mut Vec<Entry>,
 ) -> Result<(), prost::DecodeError> {
-    let base = range.start;
     match src.get(range.clone()).and_then(entry_fields) {
-        Some((entry_type, term, index, data)) => out.push(Entry {
-            entry_type,
-            term,
-            index,
-            data: data.map(|(a, b)| src.slice(base + a..base + b)),
-        }),
+        Some(fields) => out.push(entry_from(src, range.start, fields)),
         None => out.push(Entry::decode(src.slice(range))?),
     }
     Ok(())
@@ -411,13 +402,8 @@ fn merge_fast(out: &mut Message, src: &Bytes) -> Option<()> {
             (6, 0) => out.index = r.varint()?,
             (7, 2) => {
                 let d = r.delimited()?;
-                let (entry_type, term, index, data) = entry_fields(&src[d.clone()])?;
-                out.entries.push(Entry {
-                    entry_type,
-                    term,
-                    index,
-                    data: data.map(|(a, b)| src.slice(d.start + a..d.start + b)),
-                });
+                let fields = entry_fields(&src[d.clone()])?;
+                out.entries.push(entry_from(src, d.start, fields));
             }
             (8, 0) => out.commit = r.varint()?,
             (9, 2) => {
@@ -575,8 +561,8 @@ mod tests {
             prop_assert_eq!(&b[..], &e.encode_to_vec()[..]);
             prop_assert_eq!(entry_len(&e), e.encoded_len());
             let src = Bytes::from(b.to_vec());
-            prop_assert!(entry_fast(&src, 0..src.len()).is_some(), "etcd's own bytes take the fast path");
-            prop_assert_eq!(decode_entry(&src, 0..src.len()).unwrap(), e.clone());
+            prop_assert!(entry_fields(&src).is_some(), "etcd's own bytes take the fast path");
+            prop_assert_eq!(decode_entry(&src).unwrap(), e.clone());
             let mut framed = BytesMut::new();
             encode_entry_with_u64_len(&e, &mut framed);
             prop_assert_eq!(&framed[..8], &(b.len() as u64).to_be_bytes()[..]);
@@ -606,7 +592,7 @@ mod tests {
                 (w, g) => prop_assert!(false, "prost {:?}, ours {:?}", w, g),
             }
             let src = Bytes::from(raw.clone());
-            match (Entry::decode(&raw[..]), decode_entry(&src, 0..raw.len())) {
+            match (Entry::decode(&raw[..]), decode_entry(&src)) {
                 (Ok(w), Ok(g)) => prop_assert_eq!(w, g),
                 (Err(w), Err(g)) => prop_assert_eq!(w.to_string(), g.to_string()),
                 (w, g) => prop_assert!(false, "prost {:?}, ours {:?}", w, g),
