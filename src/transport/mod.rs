@@ -18,11 +18,11 @@ pub mod queue;
 pub mod raft;
 pub mod recv_queue;
 pub mod snapshot_sender;
+pub mod stream_queue;
 pub mod stream_reader;
 pub mod stream_writer;
 pub mod url_picker;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -174,8 +174,9 @@ pub struct Shared {
     pub raft: Arc<dyn Raft>,
     /// Settings.
     pub config: Config,
-    /// Peers and remotes by ID.
-    peers: RwLock<HashMap<u64, Arc<Peer>>>,
+    /// Peers and remotes by ID. Looked up on every send: member IDs are random 64-bit
+    /// numbers, so Fx's multiply does, where SipHash cost a few percent of sending.
+    peers: RwLock<rustc_hash::FxHashMap<u64, Arc<Peer>>>,
     /// Fatal errors for the application.
     pub fatal: SyncSender<FatalError>,
     /// Set once by [`Transport::stop`].
@@ -527,8 +528,33 @@ impl Transport {
     /// dropped with a debug log.
     pub fn send(&self, msgs: &[Message]) {
         for m in msgs {
-            self.send_message(m.clone());
+            self.send_ref(m);
         }
+    }
+
+    /// Sends one message by reference: a stream encodes it where it is (nothing is
+    /// copied or moved), so the application may reuse it at once. Only a message that
+    /// must go by pipeline is copied.
+    pub fn send_ref(&self, m: &Message) {
+        if m.to == 0 {
+            return;
+        }
+        let peer = {
+            // The common case, queued on a stream, needs neither a reference count on
+            // the peer nor anything of the application's, so it runs under the lock.
+            let peers = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+            let Some(p) = peers.get(&m.to) else {
+                drop(peers);
+                tracing::debug!(to = %format_args!("{:x}", m.to), "ignored message (sent to unknown peer)");
+                return;
+            };
+            match p.route_to_stream(m) {
+                peer::Routed::Queued => return,
+                routed => (p.clone(), routed),
+            }
+        };
+        // Reports reach the application, which may change the peers: not under the lock.
+        peer.0.finish_send(m, peer.1);
     }
 
     /// Adds up to `n` empty messages to `into`, recycled from those already sent to

@@ -12,6 +12,7 @@ use super::peer_status::PeerStatus;
 use super::queue::{Push, WriterQueue};
 use super::raft::{Raft, SnapshotStatus};
 use super::recv_queue::RecvQueue;
+use super::stream_queue::{self, StreamQueue};
 use super::url_picker::UrlPicker;
 use crate::http::client::PeerUrl;
 use crate::raftpb::{message_type_name, Message, MessageType};
@@ -43,6 +44,20 @@ const SEND_SHELLS: usize = 1024;
 
 /// Emptied messages a stream reader keeps for decoding into.
 const MAX_SPARE_SHELLS: usize = 1024;
+
+/// Where [`Peer::route_to_stream`] put a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Encoded on a stream (or deliberately not sent: the peer is paused or stopped,
+    /// or a v1 stream skipped it).
+    Queued,
+    /// The stream's queue is full (named as etcd's logs name it): drop and report.
+    Dropped(&'static str),
+    /// A msgapp v1 stream of this term ended on a higher-term message: report.
+    Ended(u64),
+    /// No stream takes it: the pipeline does.
+    Pipeline,
+}
 
 /// Counters for one peer (etcd's `etcd_network_*` metrics).
 #[derive(Debug)]
@@ -102,9 +117,9 @@ pub struct Peer {
     /// Its URLs.
     pub urls: UrlPicker,
     /// The msgappv2 (or v1) stream writer's queue.
-    pub msgapp: WriterQueue,
+    pub msgapp: StreamQueue,
     /// The message stream writer's queue.
-    pub message: WriterQueue,
+    pub message: StreamQueue,
     /// The pipeline's queue (always "working").
     pub pipeline: WriterQueue,
     pipeline_generation: super::queue::Generation,
@@ -195,8 +210,8 @@ impl Peer {
             remote_only,
             status: PeerStatus::new(local, id),
             urls: UrlPicker::new(urls),
-            msgapp: WriterQueue::new(sizes.stream),
-            message: WriterQueue::new(sizes.stream),
+            msgapp: StreamQueue::new(sizes.stream),
+            message: StreamQueue::new(sizes.stream),
             pipeline,
             pipeline_generation,
             counters: PeerCounters::default(),
@@ -224,7 +239,7 @@ impl Peer {
     }
 
     /// The queue of the writer for `kind`.
-    pub fn writer(&self, kind: StreamType) -> &WriterQueue {
+    pub fn writer(&self, kind: StreamType) -> &StreamQueue {
         match kind {
             StreamType::MsgAppV1 | StreamType::MsgAppV2 => &self.msgapp,
             StreamType::Message => &self.message,
@@ -234,10 +249,31 @@ impl Peer {
     /// Sends `m` by the first working channel, as etcd's `pick` chooses: MsgSnap by
     /// pipeline; MsgApp on the msgapp stream while it works; anything else on the
     /// message stream while it works; else the pipeline. Never blocks; a full queue
-    /// drops the message and reports.
+    /// drops the message and reports. A message encoded on a stream has its shell
+    /// recycled (see `Transport::recycle_into`).
     pub fn send(&self, m: Message) {
+        match self.route_to_stream(&m) {
+            Routed::Queued => self.sent(m),
+            Routed::Pipeline => self.send_by_pipeline(m),
+            other => self.finish_send(&m, other),
+        }
+    }
+
+    /// [`send`](Self::send) by reference: streams encode `m` where it is; only the
+    /// pipeline, which needs a message of its own, copies it.
+    pub fn send_ref(&self, m: &Message) {
+        match self.route_to_stream(m) {
+            Routed::Queued => {}
+            other => self.finish_send(m, other),
+        }
+    }
+
+    /// The first half of [`send`](Self::send): queues `m` on a stream if one takes it.
+    /// Calls nothing of the application's, so it may run under the transport's peer
+    /// lock; anything else is left to [`finish_send`](Self::finish_send).
+    pub fn route_to_stream(&self, m: &Message) -> Routed {
         if self.paused.load(Relaxed) || self.stopped.load(Relaxed) {
-            return;
+            return Routed::Queued;
         }
         if m.msg_type != MessageType::MsgProp as i32
             && m.term > self.term.fetch_max(m.term, Relaxed)
@@ -248,21 +284,39 @@ impl Peer {
         let is_app =
             m.msg_type == MessageType::MsgApp as i32 && (!self.v21 || m.term == m.log_term);
         let is_snap = m.msg_type == MessageType::MsgSnap as i32;
-        let mut m = m;
-        if !self.remote_only && !is_snap {
-            if is_app {
-                match self.msgapp.push(m) {
-                    Push::Queued => return,
-                    Push::Full(back) => return self.dropped(back, "streamMsgAppV2"),
-                    Push::NotWorking(back) => m = back,
-                }
-            }
-            match self.message.push(m) {
-                Push::Queued => return,
-                Push::Full(back) => return self.dropped(back, "streamMsg"),
-                Push::NotWorking(back) => m = back,
+        if self.remote_only || is_snap {
+            return Routed::Pipeline;
+        }
+        let queues = [
+            (&self.msgapp, "streamMsgAppV2"),
+            (&self.message, "streamMsg"),
+        ];
+        for &(queue, channel) in &queues[usize::from(!is_app)..] {
+            match queue.push(m) {
+                stream_queue::Push::Queued => return Routed::Queued,
+                stream_queue::Push::Full => return Routed::Dropped(channel),
+                stream_queue::Push::Ended(stream_term) => return Routed::Ended(stream_term),
+                stream_queue::Push::NotWorking => {}
             }
         }
+        Routed::Pipeline
+    }
+
+    /// The second half of [`send_ref`](Self::send_ref), for what no stream queued.
+    pub fn finish_send(&self, m: &Message, routed: Routed) {
+        match routed {
+            Routed::Queued => {}
+            Routed::Dropped(channel) => self.dropped(m, channel),
+            Routed::Ended(stream_term) => {
+                tracing::warn!(remote_peer_id = %format_args!("{:x}", self.id), stream_term, message_term = m.term, "closed msgapp v1 stream on a higher term");
+                // The message is lost, as in etcd; raft resends after the report.
+                self.raft.report_unreachable(self.id);
+            }
+            Routed::Pipeline => self.send_by_pipeline(m.clone()),
+        }
+    }
+
+    fn send_by_pipeline(&self, m: Message) {
         match self.pipeline.push(m) {
             Push::Queued => {}
             Push::Full(back) | Push::NotWorking(back) => {
@@ -271,20 +325,28 @@ impl Peer {
                     self.counters.sent_failures.fetch_add(1, Relaxed);
                     self.log_drop(&back, "pipeline");
                 } else {
-                    self.dropped(back, "pipeline");
+                    self.dropped(&back, "pipeline");
                 }
             }
         }
     }
 
+    /// A message was encoded into a stream queue: its shell goes back for the application
+    /// to reuse, if it reuses them.
+    fn sent(&self, m: Message) {
+        if self.send_recycling.load(Relaxed) {
+            self.send_pool.give_back_all(std::iter::once(m));
+        }
+    }
+
     /// A message could not be queued: report, count, log (rate-limited).
-    fn dropped(&self, m: Message, channel: &'static str) {
+    fn dropped(&self, m: &Message, channel: &'static str) {
         self.raft.report_unreachable(m.to);
         if m.msg_type == MessageType::MsgSnap as i32 {
             self.raft.report_snapshot(m.to, SnapshotStatus::Failure);
         }
         self.counters.sent_failures.fetch_add(1, Relaxed);
-        self.log_drop(&m, channel);
+        self.log_drop(m, channel);
     }
 
     fn log_drop(&self, m: &Message, channel: &'static str) {
@@ -423,9 +485,10 @@ impl Peer {
     /// Stops the peer: its tasks end and its queues close.
     pub fn stop(&self) {
         self.stopped.store(true, Relaxed);
-        for q in [&self.msgapp, &self.message, &self.pipeline] {
+        for q in [&self.msgapp, &self.message] {
             q.close();
         }
+        self.pipeline.close();
         self.stop_signal.notify_waiters();
     }
 

@@ -1,5 +1,6 @@
-//! The per-peer, per-stream send queue (etcd's `streamWriter.msgc` with its `working`
-//! flag). Bounded, so `send` never blocks: a full queue drops the message. The flag, the
+//! The pipeline's send queue (etcd's `pipeline.msgc`), a queue of whole messages; the
+//! streams queue encoded bytes instead (`stream_queue`), and share its [`Generation`].
+//! Bounded, so `send` never blocks: a full queue drops the message. The flag, the
 //! queue and the consumer's waker live under one short lock, never held across I/O, so
 //! that a sender can never push into a queue that a closing connection is about to throw
 //! away (spec §5.7: queued messages are outdated once their connection dies).
@@ -40,6 +41,18 @@ pub struct WriterQueue {
 /// A connection's claim on the queue, from [`WriterQueue::attach`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u64);
+
+impl Generation {
+    /// The generation numbered `n` (queues number their attaches from 1).
+    pub(crate) fn new(n: u64) -> Generation {
+        Generation(n)
+    }
+
+    /// Its number.
+    pub(crate) fn get(self) -> u64 {
+        self.0
+    }
+}
 
 /// The queue was re-attached to a newer connection (or detached).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

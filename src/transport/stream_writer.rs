@@ -2,47 +2,38 @@
 //! `/raft/stream/<type>/<id>`, the handler attaches a writer to that peer's queue, and
 //! the server writes whatever the writer yields as chunks into the never-ending response.
 //!
-//! Each poll takes everything queued (up to 2048 messages, etcd's batching bound), encodes
-//! it into one batch and hands it over as one chunk and one write; with nothing queued it
-//! waits, and sends a link heartbeat every ConnReadTimeout/3. When the connection ends for
-//! any reason, what is still queued is outdated: it is thrown away, and the peer is
-//! reported unreachable once.
+//! Messages are encoded as they are sent, into the queue (see `stream_queue`); each poll
+//! swaps everything queued into the server's chunk buffer and hands it over as one chunk
+//! and one write. With nothing queued it waits, and sends a link heartbeat every
+//! ConnReadTimeout/3. When the connection ends for any reason, what is still queued is
+//! outdated: it is thrown away, and the peer is reported unreachable once.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
+
 use super::peer::Peer;
 use super::peer_status::FailureType;
 use super::queue::{Generation, Stale};
-use crate::codec::{encode_message_frame, MsgAppV1Encoder, MsgAppV2Encoder, V1Write};
+use super::stream_queue::Taken;
 use crate::http::batch::Batch;
+use crate::http::chunked::CHUNK_HEADER_ROOM;
 use crate::http::router::StreamBody;
-use crate::raftpb::Message;
 use crate::version::StreamType;
-
-/// Messages encoded into one batch at most before it is written (etcd flushes after 2048).
-const MAX_BATCH: usize = 2048;
-
-enum Encoder {
-    MsgAppV2(MsgAppV2Encoder),
-    Message,
-    /// etcd 2.x's msgapp v1, valid for the one term it was dialed with.
-    MsgAppV1(MsgAppV1Encoder),
-}
 
 /// One attached stream connection's writer.
 pub struct StreamWriter {
     peer: Arc<Peer>,
     kind: StreamType,
     generation: Generation,
-    encoder: Encoder,
     heartbeat_every: Duration,
     heartbeat: Option<tokio::time::Interval>,
-    msgs: Vec<Message>,
-    /// A v1 stream saw a higher term: it ends after this batch.
-    ending: bool,
+    /// For a caller whose batch does not start with just the chunk header's room: the
+    /// frames are taken here, then copied.
+    spare: BytesMut,
 }
 
 impl StreamWriter {
@@ -55,7 +46,7 @@ impl StreamWriter {
         term: Option<u64>,
         heartbeat_every: Duration,
     ) -> StreamWriter {
-        let (generation, outdated) = peer.writer(kind).attach();
+        let (generation, outdated) = peer.writer(kind).attach(kind, term.unwrap_or(0));
         if outdated > 0 {
             peer.raft().report_unreachable(peer.id);
         }
@@ -67,41 +58,40 @@ impl StreamWriter {
             "established TCP streaming connection with remote peer"
         );
         peer.counters.stream_attaches.fetch_add(1, Relaxed);
-        let encoder = match kind {
-            StreamType::Message => Encoder::Message,
-            StreamType::MsgAppV2 => Encoder::MsgAppV2(MsgAppV2Encoder::new()),
-            StreamType::MsgAppV1 => Encoder::MsgAppV1(MsgAppV1Encoder::new(term.unwrap_or(0))),
-        };
+        let mut spare = BytesMut::new();
+        spare.put_bytes(0, CHUNK_HEADER_ROOM);
         StreamWriter {
             peer,
             kind,
             generation,
-            encoder,
             heartbeat_every,
             heartbeat: None,
-            msgs: Vec::with_capacity(64),
-            ending: false,
+            spare,
         }
     }
 
-    /// Encodes `m`; false if a v1 stream must end (etcd 2.1's writer on a higher term).
-    fn encode(&mut self, m: &Message, batch: &mut Batch) -> bool {
-        match &mut self.encoder {
-            Encoder::MsgAppV2(enc) => {
-                enc.encode(m, batch.buf());
-            }
-            Encoder::Message => {
-                encode_message_frame(m, batch.buf());
-            }
-            Encoder::MsgAppV1(enc) => match enc.encode(m, batch.buf()) {
-                V1Write::Written | V1Write::Skipped => {}
-                V1Write::TermAdvanced => {
-                    tracing::warn!(remote_peer_id = %format_args!("{:x}", self.peer.id), stream_term = enc.term(), message_term = m.term, "closed msgapp v1 stream on a higher term");
-                    return false;
-                }
-            },
+    /// Moves what is queued into `batch`: by swapping buffers when `batch` holds just
+    /// the room for a chunk header (as the server's does), else by copying.
+    fn take(&mut self, cx: &mut Context<'_>, batch: &mut Batch) -> Result<Taken, Stale> {
+        let queue = self.peer.writer(self.kind);
+        let before = batch.len();
+        let taken = if batch.buf().len() == CHUNK_HEADER_ROOM && batch.referenced_len() == 0 {
+            queue.take(self.generation, batch.buf(), cx.waker())?
+        } else {
+            let taken = queue.take(self.generation, &mut self.spare, cx.waker())?;
+            batch
+                .buf()
+                .extend_from_slice(&self.spare[CHUNK_HEADER_ROOM..]);
+            self.spare.truncate(CHUNK_HEADER_ROOM);
+            taken
+        };
+        if let Taken::Frames(_) = taken {
+            self.peer
+                .counters
+                .sent_bytes
+                .fetch_add((batch.len() - before) as u64, Relaxed);
         }
-        true
+        Ok(taken)
     }
 }
 
@@ -111,41 +101,13 @@ impl StreamBody for StreamWriter {
         cx: &mut Context<'_>,
         batch: &mut Batch,
     ) -> Poll<std::io::Result<bool>> {
-        if self.peer.is_stopped() || self.ending {
+        if self.peer.is_stopped() {
             return Poll::Ready(Ok(false));
         }
-        let before = batch.len();
-        let queue = self.peer.writer(self.kind);
-        match queue.pop_batch(self.generation, &mut self.msgs, MAX_BATCH, cx.waker()) {
-            Err(Stale) => return Poll::Ready(Ok(false)),
-            Ok(0) => {}
-            Ok(_) => {
-                let msgs = std::mem::take(&mut self.msgs);
-                for m in &msgs {
-                    if !self.encode(m, batch) {
-                        // The message is lost, as in etcd; raft resends after the report.
-                        self.ending = true;
-                        self.peer.raft().report_unreachable(self.peer.id);
-                        break;
-                    }
-                }
-                self.msgs = msgs;
-                // The encoded messages' shells go back for the application to reuse,
-                // if it reuses them.
-                if self.peer.send_recycling.load(Relaxed) {
-                    self.peer.send_pool.give_back_all(self.msgs.drain(..));
-                } else {
-                    self.msgs.clear();
-                }
-                if batch.len() == before {
-                    return Poll::Ready(Ok(!self.ending));
-                }
-                self.peer
-                    .counters
-                    .sent_bytes
-                    .fetch_add((batch.len() - before) as u64, Relaxed);
-                return Poll::Ready(Ok(true));
-            }
+        match self.take(cx, batch) {
+            Err(Stale) | Ok(Taken::Ended) => return Poll::Ready(Ok(false)),
+            Ok(Taken::Frames(_)) => return Poll::Ready(Ok(true)),
+            Ok(Taken::Nothing) => {}
         }
         let every = self.heartbeat_every;
         let interval = self.heartbeat.get_or_insert_with(|| {
@@ -154,12 +116,15 @@ impl StreamBody for StreamWriter {
             i
         });
         if interval.poll_tick(cx).is_ready() {
-            self.encode(&Message::link_heartbeat(), batch);
-            self.peer
-                .counters
-                .sent_bytes
-                .fetch_add((batch.len() - before) as u64, Relaxed);
-            return Poll::Ready(Ok(true));
+            let queue = self.peer.writer(self.kind);
+            if queue.push_link_heartbeat(self.generation).is_err() {
+                return Poll::Ready(Ok(false));
+            }
+            return match self.take(cx, batch) {
+                Err(Stale) | Ok(Taken::Ended) => Poll::Ready(Ok(false)),
+                // A v1 stream writes its heartbeat; every type does, so this is data.
+                Ok(_) => Poll::Ready(Ok(true)),
+            };
         }
         Poll::Pending
     }

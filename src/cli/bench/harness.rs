@@ -251,19 +251,19 @@ pub enum Source {
 }
 
 impl Source {
-    /// Message `k`, filled into a recycled shell of one sent earlier when `tx` has one
-    /// (as the anchor's harness reuses a ring of entries): no allocation per message.
-    fn next(&mut self, k: u64, tx: &Member, spare: &mut Vec<Message>) -> Message {
+    /// Overwrites `m` with message `k`, reusing its entry capacity: the harness sends
+    /// one message by reference and fills it again (as the anchor's harness reuses a
+    /// ring of entries), so building messages allocates nothing per message.
+    fn fill(&mut self, k: u64, m: &mut Message) {
         match self {
-            Source::App(s) => {
-                if spare.is_empty() {
-                    tx.transport.recycle_into(s.to(), spare, 256);
-                }
-                let mut m = spare.pop().unwrap_or_default();
-                s.fill(&mut m);
-                m
+            Source::App(s) => s.fill(m),
+            Source::Heartbeat(from, to) => {
+                m.entries.clear();
+                *m = Message {
+                    entries: std::mem::take(&mut m.entries),
+                    ..heartbeat(*from, *to, k)
+                };
             }
-            Source::Heartbeat(from, to) => heartbeat(*from, *to, k),
         }
     }
 }
@@ -333,7 +333,7 @@ fn pump(
     let base = rx.counter.processed.load(Relaxed);
     let resume = window * 2 / 3;
     let mut harness = 0;
-    let mut spare = Vec::new();
+    let mut m = Message::default();
     for k in 0..n {
         if k - (rx.counter.processed.load(Relaxed) - base) >= window
             && !rx.counter.wait_processed(base + k - resume, timeout)
@@ -341,9 +341,9 @@ fn pump(
             return (n - (rx.counter.processed.load(Relaxed) - base), harness);
         }
         let before = thread_allocs();
-        let m = src.next(k, tx, &mut spare);
+        src.fill(k, &mut m);
         harness += thread_allocs() - before;
-        tx.transport.send_message(m);
+        tx.transport.send_ref(&m);
     }
     if !rx.counter.wait_processed(base + n, timeout) {
         return (n - (rx.counter.processed.load(Relaxed) - base), harness);
@@ -394,7 +394,7 @@ pub fn latency(
 ) -> Row {
     let mut row = Row::new(name, path, "latency", per, size);
     let mut lat: Vec<u64> = Vec::with_capacity(n as usize);
-    let mut spare = Vec::new();
+    let mut m = Message::default();
     let (mut missing, mut harness) = (0u64, 0u64);
     reset_peak_rss();
     let mut a = sample(tx, rx);
@@ -406,11 +406,11 @@ pub fn latency(
         }
         let target = rx.counter.processed.load(Relaxed) + 1;
         let before = thread_allocs();
-        let m = src.next(k, tx, &mut spare);
+        src.fill(k, &mut m);
         harness += thread_allocs() - before;
         rx.counter.wake_at.store(target, Relaxed);
         let t0 = epoch.elapsed().as_nanos() as u64;
-        tx.transport.send_message(m);
+        tx.transport.send_ref(&m);
         if !rx.counter.wait(Duration::from_secs(5), || {
             rx.counter.processed.load(Acquire) >= target
         }) {

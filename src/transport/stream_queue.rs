@@ -1,0 +1,435 @@
+//! A stream writer's send queue, encoded on send (etcd's `streamWriter.msgc` with its
+//! `working` flag, holding bytes instead of messages).
+//!
+//! `send` encodes each message straight into the queue's frame buffer, under a short
+//! lock, on the sending thread; the writer takes the whole buffer in one swap and writes
+//! it. Only the encoded bytes cross from the sending thread to the I/O thread, not the
+//! message: a `Message` is about 300 bytes and its entries live elsewhere, and moving
+//! those between two CPUs (then its emptied shell back) cost more than encoding it.
+//! The stream's encoder state (msgappv2's `(term, index)`, msgapp v1's term) lives here
+//! too, so it always matches the bytes queued for the current connection.
+//!
+//! The queue is bounded in messages (etcd: 4096), so `send` never blocks: a full queue
+//! refuses the message (drop and report). Attaching a new connection or detaching the
+//! current one throws away what is queued, encoder state included (spec §5.7: queued
+//! messages are outdated once their connection dies).
+
+use std::sync::Mutex;
+use std::task::Waker;
+
+use bytes::{BufMut, BytesMut};
+
+use super::queue::{Generation, Stale};
+use crate::codec::{encode_message_frame, MsgAppV1Encoder, MsgAppV2Encoder, V1Write};
+use crate::http::chunked::CHUNK_HEADER_ROOM;
+use crate::raftpb::Message;
+use crate::version::StreamType;
+
+/// Frame buffer capacity a queue starts with.
+const INITIAL_FRAMES: usize = 16 * 1024;
+
+/// A frame buffer grown past this is given up after its batch is taken, so that one
+/// burst does not pin its memory for the connection's life.
+const KEEP_FRAMES: usize = 4 * 1024 * 1024;
+
+/// What happened to a pushed message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Encoded for the current connection (or, on a msgapp v1 stream, skipped as etcd
+    /// 2.1 skips what that stream cannot carry).
+    Queued,
+    /// The queue is full: nothing was encoded (drop and report it).
+    Full,
+    /// No connection is attached: try the next channel.
+    NotWorking,
+    /// A msgapp v1 stream (of the term given) saw a message of a higher term: the
+    /// message is lost (as in etcd 2.1), and the stream ends once what is queued is
+    /// written; report the peer.
+    Ended(u64),
+}
+
+/// The encoder of one stream type.
+#[derive(Debug)]
+enum Encoder {
+    MsgAppV2(MsgAppV2Encoder),
+    Message,
+    /// etcd 2.x's msgapp v1, valid for the one term it was dialed with.
+    MsgAppV1(MsgAppV1Encoder),
+}
+
+impl Encoder {
+    fn new(kind: StreamType, term: u64) -> Encoder {
+        match kind {
+            StreamType::MsgAppV2 => Encoder::MsgAppV2(MsgAppV2Encoder::new()),
+            StreamType::Message => Encoder::Message,
+            StreamType::MsgAppV1 => Encoder::MsgAppV1(MsgAppV1Encoder::new(term)),
+        }
+    }
+
+    /// Appends `m`'s frame: `Ok(false)` if nothing was written (a v1 skip), `Err` (the
+    /// stream's term) if a v1 stream must end.
+    fn encode(&mut self, m: &Message, dst: &mut BytesMut) -> Result<bool, u64> {
+        match self {
+            Encoder::MsgAppV2(enc) => {
+                enc.encode(m, dst);
+                Ok(true)
+            }
+            Encoder::Message => {
+                encode_message_frame(m, dst);
+                Ok(true)
+            }
+            Encoder::MsgAppV1(enc) => match enc.encode(m, dst) {
+                V1Write::Written => Ok(true),
+                V1Write::Skipped => Ok(false),
+                V1Write::TermAdvanced => Err(enc.term()),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    working: bool,
+    /// Bumped by every attach, so that a replaced connection's writer sees it is stale.
+    generation: u64,
+    encoder: Encoder,
+    /// [`CHUNK_HEADER_ROOM`] bytes, then the encoded frames.
+    frames: BytesMut,
+    /// Messages encoded into `frames`.
+    queued: usize,
+    /// A v1 stream must end after writing what is queued.
+    ending: bool,
+    waker: Option<Waker>,
+}
+
+/// One stream writer's queue of encoded messages.
+#[derive(Debug)]
+pub struct StreamQueue {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+/// What [`StreamQueue::take`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// This many messages' frames were swapped into the caller's buffer.
+    Frames(usize),
+    /// Nothing is queued; the waker will be woken by the next push.
+    Nothing,
+    /// Nothing more will be queued: the stream must end (a v1 stream on a higher term).
+    Ended,
+}
+
+fn fresh_frames(capacity: usize) -> BytesMut {
+    let mut b = BytesMut::with_capacity(capacity);
+    b.put_bytes(0, CHUNK_HEADER_ROOM);
+    b
+}
+
+impl StreamQueue {
+    /// A queue of at most `capacity` messages (etcd: 4096).
+    pub fn new(capacity: usize) -> Self {
+        StreamQueue {
+            capacity,
+            state: Mutex::new(State {
+                working: false,
+                generation: 0,
+                encoder: Encoder::Message,
+                frames: fresh_frames(INITIAL_FRAMES),
+                queued: 0,
+                ending: false,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Encodes `m` for the current connection if one is attached and there is room.
+    /// Wakes the writer only when the queue goes from empty to not empty.
+    pub fn push(&self, m: &Message) -> Push {
+        let (push, waker) = {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            if !s.working || s.ending {
+                return Push::NotWorking;
+            }
+            if s.queued >= self.capacity {
+                return Push::Full;
+            }
+            match s.encoder.encode(m, &mut s.frames) {
+                Ok(true) => {
+                    s.queued += 1;
+                    let waker = if s.queued == 1 { s.waker.take() } else { None };
+                    (Push::Queued, waker)
+                }
+                Ok(false) => return Push::Queued,
+                Err(stream_term) => {
+                    s.ending = true;
+                    (Push::Ended(stream_term), s.waker.take())
+                }
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        push
+    }
+
+    /// Whether a connection is attached (and its stream has not ended).
+    pub fn is_working(&self) -> bool {
+        let s = self.lock();
+        s.working && !s.ending
+    }
+
+    /// Attaches a new connection of `kind` (`term`: a v1 stream's `X-Raft-Term`), with
+    /// a fresh encoder. Whatever the previous connection left queued is thrown away
+    /// (returned as a count, so the caller reports the peer unreachable once), and the
+    /// previous connection's writer becomes stale and ends.
+    pub fn attach(&self, kind: StreamType, term: u64) -> (Generation, usize) {
+        let (discarded, waker, generation) = {
+            let mut s = self.lock();
+            let discarded = s.queued;
+            s.frames.truncate(CHUNK_HEADER_ROOM);
+            s.queued = 0;
+            s.ending = false;
+            s.encoder = Encoder::new(kind, term);
+            s.generation += 1;
+            s.working = true;
+            (discarded, s.waker.take(), s.generation)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        (Generation::new(generation), discarded)
+    }
+
+    /// The connection of `generation` closed: if it is still the current one, the queue
+    /// stops taking messages and its contents are thrown away (returned as a count).
+    pub fn detach(&self, generation: Generation) -> usize {
+        let (n, waker) = {
+            let mut s = self.lock();
+            if s.generation != generation.get() || !s.working {
+                return 0;
+            }
+            s.working = false;
+            let n = s.queued;
+            s.frames.truncate(CHUNK_HEADER_ROOM);
+            s.queued = 0;
+            (n, s.waker.take())
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        n
+    }
+
+    /// Ends every connection's claim (transport stop): like [`detach`](Self::detach)
+    /// for the current one.
+    pub fn close(&self) -> usize {
+        let g = Generation::new(self.lock().generation);
+        let n = self.detach(g);
+        self.lock().generation += 1;
+        n
+    }
+
+    /// Swaps everything queued into `frames`, which must hold just the
+    /// [`CHUNK_HEADER_ROOM`] bytes a chunk header will be written into: the encoded
+    /// frames then follow it with no copy. With nothing queued, registers `waker` to be
+    /// woken by the next push. `Err(Stale)` once `generation` has been replaced or
+    /// detached: that connection must end.
+    pub fn take(
+        &self,
+        generation: Generation,
+        frames: &mut BytesMut,
+        waker: &Waker,
+    ) -> Result<Taken, Stale> {
+        debug_assert_eq!(frames.len(), CHUNK_HEADER_ROOM);
+        let mut s = self.lock();
+        if s.generation != generation.get() || !s.working {
+            return Err(Stale);
+        }
+        if s.queued == 0 {
+            if s.ending {
+                return Ok(Taken::Ended);
+            }
+            if !s.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                s.waker = Some(waker.clone());
+            }
+            return Ok(Taken::Nothing);
+        }
+        std::mem::swap(&mut s.frames, frames);
+        let n = std::mem::take(&mut s.queued);
+        if s.frames.capacity() > KEEP_FRAMES {
+            s.frames = fresh_frames(INITIAL_FRAMES);
+        } else {
+            s.frames.truncate(CHUNK_HEADER_ROOM);
+        }
+        Ok(Taken::Frames(n))
+    }
+
+    /// Encodes a link heartbeat for the connection of `generation` (the writer sends one
+    /// when idle), as a queued message that the next [`take`](Self::take) returns.
+    pub fn push_link_heartbeat(&self, generation: Generation) -> Result<(), Stale> {
+        let mut s = self.lock();
+        if s.generation != generation.get() || !s.working {
+            return Err(Stale);
+        }
+        let s = &mut *s;
+        if matches!(
+            s.encoder.encode(&Message::link_heartbeat(), &mut s.frames),
+            Ok(true)
+        ) {
+            s.queued += 1;
+        }
+        Ok(())
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::MsgAppV2Decoder;
+    use crate::raftpb::{Entry, MessageType};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn app(term: u64, index: u64) -> Message {
+        Message {
+            msg_type: MessageType::MsgApp as i32,
+            from: 1,
+            to: 2,
+            term,
+            log_term: term,
+            index,
+            commit: index,
+            entries: vec![Entry {
+                term,
+                index: index + 1,
+                data: Some(bytes::Bytes::from_static(b"payload")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn room() -> BytesMut {
+        fresh_frames(64)
+    }
+
+    #[test]
+    fn nothing_is_queued_without_a_connection_and_a_full_queue_drops() {
+        let q = StreamQueue::new(2);
+        assert_eq!(q.push(&app(1, 1)), Push::NotWorking);
+        q.attach(StreamType::MsgAppV2, 0);
+        assert_eq!(q.push(&app(1, 1)), Push::Queued);
+        assert_eq!(q.push(&app(1, 2)), Push::Queued);
+        assert_eq!(q.push(&app(1, 3)), Push::Full);
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn taken_frames_decode_to_what_was_pushed_and_a_new_connection_starts_fresh() {
+        let q = StreamQueue::new(16);
+        let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
+        let (old, _) = q.attach(StreamType::MsgAppV2, 0);
+        q.push(&app(3, 10));
+        q.push(&app(3, 11));
+        let mut frames = room();
+        assert_eq!(q.take(old, &mut frames, &waker), Ok(Taken::Frames(2)));
+        // The second one went as compact AppEntries, valid only after the first.
+        let mut dec = MsgAppV2Decoder::new(2, 1, &Default::default());
+        let mut input = frames.split_off(CHUNK_HEADER_ROOM).freeze();
+        let mut got = Vec::new();
+        let mut m = Message::default();
+        while dec.decode(&mut input, &mut m).unwrap().is_some() {
+            got.push(std::mem::take(&mut m));
+        }
+        assert_eq!(got, vec![app(3, 10), app(3, 11)]);
+        // A new connection: the old writer is stale, and the encoder starts over, so the
+        // next MsgApp is whole again (a fresh decoder can read it).
+        q.push(&app(3, 12));
+        let (new, discarded) = q.attach(StreamType::MsgAppV2, 0);
+        assert_eq!(discarded, 1, "the old connection's queue is thrown away");
+        assert_eq!(q.take(old, &mut room(), &waker), Err(Stale));
+        q.push(&app(3, 12));
+        let mut frames = room();
+        assert_eq!(q.take(new, &mut frames, &waker), Ok(Taken::Frames(1)));
+        let mut dec = MsgAppV2Decoder::new(2, 1, &Default::default());
+        let mut input = frames.split_off(CHUNK_HEADER_ROOM).freeze();
+        assert!(dec.decode(&mut input, &mut m).unwrap().is_some());
+        assert_eq!(m, app(3, 12));
+        assert_eq!(q.detach(old), 0, "a stale detach changes nothing");
+        q.push(&app(3, 13));
+        assert_eq!(q.detach(new), 1);
+        assert_eq!(q.push(&app(3, 14)), Push::NotWorking);
+    }
+
+    #[test]
+    fn the_writer_is_woken_once_per_empty_to_non_empty_and_buffers_swap() {
+        let q = StreamQueue::new(8);
+        let (g, _) = q.attach(StreamType::Message, 0);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = count.clone().into();
+        let mut frames = room();
+        assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Nothing));
+        q.push(&app(1, 1));
+        q.push(&app(1, 2));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        let ours = frames.as_ptr();
+        assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Frames(2)));
+        assert_ne!(frames.as_ptr(), ours, "swapped, not copied");
+        assert!(frames.len() > CHUNK_HEADER_ROOM);
+        frames.truncate(CHUNK_HEADER_ROOM);
+        assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Nothing));
+        q.push_link_heartbeat(g).unwrap();
+        assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Frames(1)));
+        let heartbeat = 8 + crate::raftpb::wire::message_len(&Message::link_heartbeat());
+        assert_eq!(frames.len(), CHUNK_HEADER_ROOM + heartbeat);
+    }
+
+    #[test]
+    fn a_v1_stream_ends_on_a_higher_term_and_skips_lower_ones() {
+        let q = StreamQueue::new(8);
+        let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
+        let (g, _) = q.attach(StreamType::MsgAppV1, 5);
+        assert_eq!(
+            q.push(&app(4, 1)),
+            Push::Queued,
+            "skipped, as etcd 2.1 does"
+        );
+        assert_eq!(q.len(), 0);
+        assert_eq!(q.push(&app(5, 1)), Push::Queued);
+        assert_eq!(q.push(&app(6, 2)), Push::Ended(5));
+        assert!(!q.is_working());
+        assert_eq!(
+            q.push(&app(5, 3)),
+            Push::NotWorking,
+            "the next channel takes it"
+        );
+        let mut frames = room();
+        assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Frames(1)));
+        frames.truncate(CHUNK_HEADER_ROOM);
+        assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Ended));
+    }
+}
