@@ -1,20 +1,22 @@
 //! The message stream codec (spec §2.6): `u64 len | Message`, etcd's `message.go`.
 //! Carries everything but MsgSnap; the link heartbeat is `Message{Type: MsgHeartbeat}`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use prost::Message as _;
 
 use super::assembler::{scan_len_prefixed, FrameAssembler};
 use super::{protobuf_error, FrameInfo, FrameKind};
 use crate::error::{DecodeError, Part};
 use crate::limits::Limits;
-use crate::raftpb::{wire, Message};
+use crate::raftpb::wire::{self, FrameSink};
+use crate::raftpb::Message;
 
 /// Appends `m` as one message-stream frame to `dst`. Allocates only when `dst` must grow.
-pub fn encode_message_frame(m: &Message, dst: &mut BytesMut) -> FrameKind {
+pub fn encode_message_frame<S: FrameSink + ?Sized>(m: &Message, dst: &mut S) -> FrameKind {
     let len = wire::message_len(m);
-    dst.reserve(8 + len);
-    dst.put_u64(len as u64);
+    let buf = dst.buf();
+    buf.reserve(8 + len);
+    buf.put_u64(len as u64);
     wire::encode_message(m, dst);
     if m.is_link_heartbeat() {
         FrameKind::LinkHeartbeat
@@ -81,6 +83,7 @@ impl MessageStreamDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn link_heartbeat_is_the_38_byte_etcd_frame() {

@@ -5,14 +5,15 @@
 //! is on the wire: the receiver stamps `term` and `logTerm` with the term it sent in
 //! `X-Raft-Term` when it dialed, so a connection is valid for exactly one term.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use prost::Message as _;
 
 use super::assembler::{entry_at, read_u64, EntryListScan, FrameAssembler};
 use super::{FrameInfo, FrameKind};
 use crate::error::{DecodeError, DecodeErrorKind, Part};
 use crate::limits::Limits;
-use crate::raftpb::{wire, Message, MessageType};
+use crate::raftpb::wire::{self, FrameSink};
+use crate::raftpb::{Message, MessageType};
 
 /// What [`MsgAppV1Encoder::encode`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +48,9 @@ impl MsgAppV1Encoder {
 
     /// Appends `m` as one batch (or an 8-byte heartbeat for a link heartbeat) to `dst`,
     /// following etcd 2.1's writer rules.
-    pub fn encode(&mut self, m: &Message, dst: &mut BytesMut) -> V1Write {
+    pub fn encode<S: FrameSink + ?Sized>(&mut self, m: &Message, dst: &mut S) -> V1Write {
         if m.is_link_heartbeat() {
-            dst.put_u64(0);
+            dst.buf().put_u64(0);
             return V1Write::Written;
         }
         if m.msg_type != MessageType::MsgApp as i32 || m.term != m.log_term {
@@ -61,7 +62,7 @@ impl MsgAppV1Encoder {
         if m.term < self.term || m.entries.is_empty() {
             return V1Write::Skipped;
         }
-        dst.put_u64(m.entries.len() as u64);
+        dst.buf().put_u64(m.entries.len() as u64);
         for e in &m.entries {
             wire::encode_entry_with_u64_len(e, dst);
         }
@@ -158,6 +159,7 @@ impl MsgAppV1Decoder {
 mod tests {
     use super::*;
     use crate::raftpb::Entry;
+    use bytes::BytesMut;
 
     fn app(term: u64, index: u64, n: u64) -> Message {
         Message {

@@ -5,7 +5,7 @@
 //! connection, starting at `(0, 0)`. AppEntries is used when the message continues
 //! exactly where the previous one ended, in the same term.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use prost::Message as _;
 
 use super::assembler::{
@@ -14,7 +14,8 @@ use super::assembler::{
 use super::{protobuf_error, FrameInfo, FrameKind};
 use crate::error::{DecodeError, Part};
 use crate::limits::Limits;
-use crate::raftpb::{wire, Message, MessageType};
+use crate::raftpb::wire::{self, FrameSink};
+use crate::raftpb::{Message, MessageType};
 
 const TAG_LINK_HEARTBEAT: u8 = 0;
 const TAG_APP_ENTRIES: u8 = 1;
@@ -40,9 +41,9 @@ impl MsgAppV2Encoder {
     /// `term == m.log_term == m.term`. Unlike etcd, it also requires the message to be one
     /// AppEntries can carry without loss (a MsgApp with no reject, hint, context or
     /// snapshot); anything else goes as a whole `02` frame, which every decoder accepts.
-    pub fn encode(&mut self, m: &Message, dst: &mut BytesMut) -> FrameKind {
+    pub fn encode<S: FrameSink + ?Sized>(&mut self, m: &Message, dst: &mut S) -> FrameKind {
         if m.is_link_heartbeat() {
-            dst.put_u8(TAG_LINK_HEARTBEAT);
+            dst.buf().put_u8(TAG_LINK_HEARTBEAT);
             return FrameKind::LinkHeartbeat;
         }
         if self.index == m.index
@@ -50,19 +51,20 @@ impl MsgAppV2Encoder {
             && m.log_term == m.term
             && fits_app_entries(m)
         {
-            dst.put_u8(TAG_APP_ENTRIES);
-            dst.put_u64(m.entries.len() as u64);
+            dst.buf().put_u8(TAG_APP_ENTRIES);
+            dst.buf().put_u64(m.entries.len() as u64);
             for e in &m.entries {
                 wire::encode_entry_with_u64_len(e, dst);
             }
-            dst.put_u64(m.commit);
+            dst.buf().put_u64(m.commit);
             self.index = self.index.wrapping_add(m.entries.len() as u64);
             FrameKind::AppEntries
         } else {
             let len = wire::message_len(m);
-            dst.reserve(9 + len);
-            dst.put_u8(TAG_MSG_APP);
-            dst.put_u64(len as u64);
+            let buf = dst.buf();
+            buf.reserve(9 + len);
+            buf.put_u8(TAG_MSG_APP);
+            buf.put_u64(len as u64);
             wire::encode_message(m, dst);
             self.term = m.term;
             self.index = m.entries.last().map_or(m.index, |e| e.index);
@@ -211,6 +213,7 @@ impl MsgAppV2Decoder {
 mod tests {
     use super::*;
     use crate::raftpb::Entry;
+    use bytes::BytesMut;
 
     fn app(term: u64, log_term: u64, index: u64, entries: &[u64]) -> Message {
         Message {

@@ -4,6 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::raftpb::wire::FrameSink;
+
 /// Payloads at least this large are not copied into the batch buffer.
 pub const COPY_LIMIT: usize = 16 * 1024;
 
@@ -39,6 +41,28 @@ impl Batch {
         } else {
             self.buf.extend_from_slice(data);
         }
+    }
+
+    /// Appends `other`'s contents after its first `from` bytes (references stay
+    /// references), and empties `other` down to those bytes.
+    pub fn append_from(&mut self, other: &mut Batch, from: usize) {
+        let from = from.min(other.buf.len());
+        let base = self.buf.len();
+        self.buf.extend_from_slice(&other.buf[from..]);
+        for (at, payload) in other.segments.drain(..) {
+            self.segment_bytes += payload.len();
+            self.segments
+                .push((base + at.saturating_sub(from), payload));
+        }
+        other.truncate(from);
+    }
+
+    /// Empties the batch down to the first `keep` bytes of its buffer (a chunk header's
+    /// room), keeping its memory.
+    pub fn truncate(&mut self, keep: usize) {
+        self.buf.truncate(keep);
+        self.segments.clear();
+        self.segment_bytes = 0;
     }
 
     /// Bytes in the batch, referenced payloads included.
@@ -80,6 +104,18 @@ impl Batch {
     }
 }
 
+impl FrameSink for Batch {
+    #[inline]
+    fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    #[inline]
+    fn put_payload(&mut self, data: &Bytes) {
+        Batch::put_payload(self, data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +139,24 @@ mod tests {
         assert_eq!(&out[2][..], b"hdr2small");
         assert_eq!(out[3].as_ptr(), big.as_ptr());
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn appending_a_batch_keeps_its_references_in_place() {
+        let big = Bytes::from(vec![7u8; COPY_LIMIT]);
+        let mut other = Batch::with_capacity(64);
+        other.buf().extend_from_slice(b"roomhdr1");
+        other.put_payload(&big);
+        other.buf().extend_from_slice(b"tail");
+        let mut b = Batch::with_capacity(64);
+        b.buf().extend_from_slice(b"x");
+        b.append_from(&mut other, 4);
+        assert_eq!(&other.buf()[..], b"room", "emptied down to its room");
+        assert_eq!(other.referenced_len(), 0);
+        let mut out = Vec::new();
+        b.take_from(0, &mut out);
+        assert_eq!(&out[0][..], b"xhdr1");
+        assert_eq!(out[1].as_ptr(), big.as_ptr());
+        assert_eq!(&out[2][..], b"tail");
     }
 }

@@ -23,6 +23,29 @@ use prost::Message as _;
 
 use super::{Entry, Message};
 
+/// Where encoded frames go: a plain buffer that payloads are copied into, or one that
+/// keeps large payloads by reference and writes them from where they are (a stream's
+/// send batch). Framing always goes into [`buf`](FrameSink::buf).
+pub trait FrameSink {
+    /// The buffer framing bytes are appended to.
+    fn buf(&mut self) -> &mut BytesMut;
+    /// Appends a payload (an entry's data, a message's context): copied, unless the sink
+    /// keeps it by reference.
+    fn put_payload(&mut self, data: &Bytes);
+}
+
+impl FrameSink for BytesMut {
+    #[inline]
+    fn buf(&mut self) -> &mut BytesMut {
+        self
+    }
+
+    #[inline]
+    fn put_payload(&mut self, data: &Bytes) {
+        self.put_slice(data);
+    }
+}
+
 /// etcd 3.4's encoding of an empty `Snapshot` body (field 9's contents): metadata with an
 /// empty conf state (`auto_leave` false), index 0, term 0.
 const EMPTY_SNAPSHOT_V34: [u8; 10] = [0x12, 0x08, 0x0a, 0x02, 0x28, 0x00, 0x10, 0x00, 0x18, 0x00];
@@ -104,13 +127,13 @@ pub fn entry_len(e: &Entry) -> usize {
 
 /// Appends `e`'s protobuf encoding to `dst`; the bytes equal prost's `encode_raw`.
 #[inline]
-pub fn encode_entry(e: &Entry, dst: &mut BytesMut) {
+pub fn encode_entry<S: FrameSink + ?Sized>(e: &Entry, dst: &mut S) {
     // Four tags and four varints of at most ten bytes each.
     let mut s = Scratch::<44>::new();
     entry_head(e, &mut s);
-    dst.put_slice(s.as_slice());
+    dst.buf().put_slice(s.as_slice());
     if let Some(d) = &e.data {
-        dst.put_slice(d);
+        dst.put_payload(d);
     }
 }
 
@@ -118,15 +141,15 @@ pub fn encode_entry(e: &Entry, dst: &mut BytesMut) {
 /// protobuf encoding. Writes the length and the entry's fields in one copy, and the
 /// payload in a second.
 #[inline]
-pub fn encode_entry_with_u64_len(e: &Entry, dst: &mut BytesMut) {
+pub fn encode_entry_with_u64_len<S: FrameSink + ?Sized>(e: &Entry, dst: &mut S) {
     let mut s = Scratch::<52>::new();
     for b in (entry_len(e) as u64).to_be_bytes() {
         s.byte(b);
     }
     entry_head(e, &mut s);
-    s.append_to(dst);
+    s.append_to(dst.buf());
     if let Some(d) = &e.data {
-        dst.put_slice(d);
+        dst.put_payload(d);
     }
 }
 
@@ -177,9 +200,9 @@ pub fn message_len(m: &Message) -> usize {
 }
 
 /// Appends `m`'s protobuf encoding to `dst`; the bytes equal prost's `encode_raw`.
-pub fn encode_message(m: &Message, dst: &mut BytesMut) {
+pub fn encode_message<S: FrameSink + ?Sized>(m: &Message, dst: &mut S) {
     if !encodes_by_hand(m) {
-        m.encode_raw(dst);
+        m.encode_raw(dst.buf());
         return;
     }
     let mut head = Scratch::<66>::new();
@@ -189,11 +212,11 @@ pub fn encode_message(m: &Message, dst: &mut BytesMut) {
     head.field(0x20, m.term);
     head.field(0x28, m.log_term);
     head.field(0x30, m.index);
-    dst.put_slice(head.as_slice());
+    dst.buf().put_slice(head.as_slice());
     for e in &m.entries {
         let mut t = Scratch::<11>::new();
         t.field(0x3a, entry_len(e) as u64);
-        dst.put_slice(t.as_slice());
+        dst.buf().put_slice(t.as_slice());
         encode_entry(e, dst);
     }
     // commit, the empty snapshot, reject, reject_hint, then the optional context and vote.
@@ -208,14 +231,14 @@ pub fn encode_message(m: &Message, dst: &mut BytesMut) {
     if let Some(c) = &m.context {
         tail.field(0x62, c.len() as u64);
     }
-    dst.put_slice(tail.as_slice());
+    dst.buf().put_slice(tail.as_slice());
     if let Some(c) = &m.context {
-        dst.put_slice(c);
+        dst.put_payload(c);
     }
     if let Some(v) = m.vote {
         let mut t = Scratch::<11>::new();
         t.field(0x68, v);
-        dst.put_slice(t.as_slice());
+        dst.buf().put_slice(t.as_slice());
     }
 }
 

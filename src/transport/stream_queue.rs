@@ -14,23 +14,28 @@
 //! current one throws away what is queued, encoder state included (spec §5.7: queued
 //! messages are outdated once their connection dies).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::Waker;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 
 use super::queue::{Generation, Stale};
 use crate::codec::{encode_message_frame, MsgAppV1Encoder, MsgAppV2Encoder, V1Write};
+use crate::http::batch::Batch;
 use crate::http::chunked::CHUNK_HEADER_ROOM;
 use crate::raftpb::Message;
 use crate::version::StreamType;
 
-/// Frame buffer capacity a queue starts with.
+/// Frame buffer capacity a new segment starts with.
 const INITIAL_FRAMES: usize = 16 * 1024;
 
-/// A frame buffer grown past this is given up after its batch is taken, so that one
-/// burst does not pin its memory for the connection's life.
-const KEEP_FRAMES: usize = 4 * 1024 * 1024;
+/// Once a segment holds this many bytes, the next message starts a new one: a take (one
+/// write) carries at most about this much, and buffers stay about this large.
+const SEGMENT_BYTES: usize = 256 * 1024;
+
+/// Emptied buffers kept for new segments (the writer's written ones come back here).
+const SPARE_SEGMENTS: usize = 64;
 
 /// What happened to a pushed message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +73,7 @@ impl Encoder {
 
     /// Appends `m`'s frame: `Ok(false)` if nothing was written (a v1 skip), `Err` (the
     /// stream's term) if a v1 stream must end.
-    fn encode(&mut self, m: &Message, dst: &mut BytesMut) -> Result<bool, u64> {
+    fn encode(&mut self, m: &Message, dst: &mut Batch) -> Result<bool, u64> {
         match self {
             Encoder::MsgAppV2(enc) => {
                 enc.encode(m, dst);
@@ -87,15 +92,25 @@ impl Encoder {
     }
 }
 
+/// Encoded frames: [`CHUNK_HEADER_ROOM`] bytes, then the frames of `msgs` messages,
+/// payloads of 16 KiB and more held by reference (see `http::batch`).
+#[derive(Debug)]
+struct Segment {
+    frames: Batch,
+    msgs: usize,
+}
+
 #[derive(Debug)]
 struct State {
     working: bool,
     /// Bumped by every attach, so that a replaced connection's writer sees it is stale.
     generation: u64,
     encoder: Encoder,
-    /// [`CHUNK_HEADER_ROOM`] bytes, then the encoded frames.
-    frames: BytesMut,
-    /// Messages encoded into `frames`.
+    /// What is queued, oldest first; messages are encoded into the last one.
+    segments: VecDeque<Segment>,
+    /// Empty batches (just the room) for new segments.
+    spare: Vec<Batch>,
+    /// Messages in `segments`.
     queued: usize,
     /// A v1 stream must end after writing what is queued.
     ending: bool,
@@ -120,9 +135,56 @@ pub enum Taken {
     Ended,
 }
 
-fn fresh_frames(capacity: usize) -> BytesMut {
-    let mut b = BytesMut::with_capacity(capacity);
-    b.put_bytes(0, CHUNK_HEADER_ROOM);
+impl State {
+    /// Encodes `m` into the last segment, or a new one once that is full: `Ok(false)`
+    /// if nothing was written (a v1 skip), `Err` (the stream's term) if a v1 stream must
+    /// end.
+    fn encode(&mut self, m: &Message) -> Result<bool, u64> {
+        if self
+            .segments
+            .back()
+            .is_none_or(|seg| seg.frames.len() >= SEGMENT_BYTES)
+        {
+            let frames = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| fresh_frames(INITIAL_FRAMES));
+            self.segments.push_back(Segment { frames, msgs: 0 });
+        }
+        let last = self.segments.len() - 1;
+        let seg = &mut self.segments[last];
+        let wrote = self.encoder.encode(m, &mut seg.frames)?;
+        if wrote {
+            seg.msgs += 1;
+            self.queued += 1;
+        }
+        Ok(wrote)
+    }
+
+    /// Keeps `frames` (emptied back to its room) for a later segment, if there is room.
+    fn keep_spare(&mut self, mut frames: Batch) {
+        if self.spare.len() < SPARE_SEGMENTS {
+            frames.truncate(CHUNK_HEADER_ROOM);
+            if frames.buf().len() < CHUNK_HEADER_ROOM {
+                frames.truncate(0);
+                frames.buf().put_bytes(0, CHUNK_HEADER_ROOM);
+            }
+            self.spare.push(frames);
+        }
+    }
+
+    /// Throws away everything queued; returns how many messages that was.
+    fn clear(&mut self) -> usize {
+        while let Some(seg) = self.segments.pop_front() {
+            self.keep_spare(seg.frames);
+        }
+        std::mem::take(&mut self.queued)
+    }
+}
+
+fn fresh_frames(capacity: usize) -> Batch {
+    let mut b = Batch::with_capacity(capacity);
+    b.buf().put_bytes(0, CHUNK_HEADER_ROOM);
     b
 }
 
@@ -135,7 +197,8 @@ impl StreamQueue {
                 working: false,
                 generation: 0,
                 encoder: Encoder::Message,
-                frames: fresh_frames(INITIAL_FRAMES),
+                segments: VecDeque::new(),
+                spare: Vec::new(),
                 queued: 0,
                 ending: false,
                 waker: None,
@@ -159,9 +222,8 @@ impl StreamQueue {
             if s.queued >= self.capacity {
                 return Push::Full;
             }
-            match s.encoder.encode(m, &mut s.frames) {
+            match s.encode(m) {
                 Ok(true) => {
-                    s.queued += 1;
                     let waker = if s.queued == 1 { s.waker.take() } else { None };
                     (Push::Queued, waker)
                 }
@@ -191,9 +253,7 @@ impl StreamQueue {
     pub fn attach(&self, kind: StreamType, term: u64) -> (Generation, usize) {
         let (discarded, waker, generation) = {
             let mut s = self.lock();
-            let discarded = s.queued;
-            s.frames.truncate(CHUNK_HEADER_ROOM);
-            s.queued = 0;
+            let discarded = s.clear();
             s.ending = false;
             s.encoder = Encoder::new(kind, term);
             s.generation += 1;
@@ -215,10 +275,7 @@ impl StreamQueue {
                 return 0;
             }
             s.working = false;
-            let n = s.queued;
-            s.frames.truncate(CHUNK_HEADER_ROOM);
-            s.queued = 0;
-            (n, s.waker.take())
+            (s.clear(), s.waker.take())
         };
         if let Some(w) = waker {
             w.wake();
@@ -235,15 +292,16 @@ impl StreamQueue {
         n
     }
 
-    /// Swaps everything queued into `frames`, which must hold just the
-    /// [`CHUNK_HEADER_ROOM`] bytes a chunk header will be written into: the encoded
-    /// frames then follow it with no copy. With nothing queued, registers `waker` to be
-    /// woken by the next push. `Err(Stale)` once `generation` has been replaced or
+    /// Swaps the oldest queued segment (up to about 256 KiB of frames) into `frames`,
+    /// which must hold just the [`CHUNK_HEADER_ROOM`] bytes a chunk header will be
+    /// written into: the encoded frames then follow it with no copy, and the batch
+    /// given in is kept for a later segment. With nothing queued, registers `waker` to
+    /// be woken by the next push. `Err(Stale)` once `generation` has been replaced or
     /// detached: that connection must end.
     pub fn take(
         &self,
         generation: Generation,
-        frames: &mut BytesMut,
+        frames: &mut Batch,
         waker: &Waker,
     ) -> Result<Taken, Stale> {
         debug_assert_eq!(frames.len(), CHUNK_HEADER_ROOM);
@@ -260,14 +318,13 @@ impl StreamQueue {
             }
             return Ok(Taken::Nothing);
         }
-        std::mem::swap(&mut s.frames, frames);
-        let n = std::mem::take(&mut s.queued);
-        if s.frames.capacity() > KEEP_FRAMES {
-            s.frames = fresh_frames(INITIAL_FRAMES);
-        } else {
-            s.frames.truncate(CHUNK_HEADER_ROOM);
-        }
-        Ok(Taken::Frames(n))
+        let Some(mut segment) = s.segments.pop_front() else {
+            return Ok(Taken::Nothing);
+        };
+        std::mem::swap(&mut segment.frames, frames);
+        s.queued -= segment.msgs;
+        s.keep_spare(segment.frames);
+        Ok(Taken::Frames(segment.msgs))
     }
 
     /// Encodes a link heartbeat for the connection of `generation` (the writer sends one
@@ -278,12 +335,8 @@ impl StreamQueue {
             return Err(Stale);
         }
         let s = &mut *s;
-        if matches!(
-            s.encoder.encode(&Message::link_heartbeat(), &mut s.frames),
-            Ok(true)
-        ) {
-            s.queued += 1;
-        }
+        // Only a v1 stream's encoder can refuse, and never a link heartbeat.
+        let _ = s.encode(&Message::link_heartbeat());
         Ok(())
     }
 
@@ -333,8 +386,15 @@ mod tests {
         }
     }
 
-    fn room() -> BytesMut {
+    fn room() -> Batch {
         fresh_frames(64)
+    }
+
+    /// The frames of a taken batch, copied out whole (referenced payloads included).
+    fn frames_of(batch: &mut Batch) -> bytes::Bytes {
+        let mut pieces = Vec::new();
+        batch.take_from(CHUNK_HEADER_ROOM, &mut pieces);
+        pieces.concat().into()
     }
 
     #[test]
@@ -359,7 +419,7 @@ mod tests {
         assert_eq!(q.take(old, &mut frames, &waker), Ok(Taken::Frames(2)));
         // The second one went as compact AppEntries, valid only after the first.
         let mut dec = MsgAppV2Decoder::new(2, 1, &Default::default());
-        let mut input = frames.split_off(CHUNK_HEADER_ROOM).freeze();
+        let mut input = frames_of(&mut frames);
         let mut got = Vec::new();
         let mut m = Message::default();
         while dec.decode(&mut input, &mut m).unwrap().is_some() {
@@ -376,7 +436,7 @@ mod tests {
         let mut frames = room();
         assert_eq!(q.take(new, &mut frames, &waker), Ok(Taken::Frames(1)));
         let mut dec = MsgAppV2Decoder::new(2, 1, &Default::default());
-        let mut input = frames.split_off(CHUNK_HEADER_ROOM).freeze();
+        let mut input = frames_of(&mut frames);
         assert!(dec.decode(&mut input, &mut m).unwrap().is_some());
         assert_eq!(m, app(3, 12));
         assert_eq!(q.detach(old), 0, "a stale detach changes nothing");
@@ -396,9 +456,9 @@ mod tests {
         q.push(&app(1, 1));
         q.push(&app(1, 2));
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        let ours = frames.as_ptr();
+        let ours = frames.buf().as_ptr();
         assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Frames(2)));
-        assert_ne!(frames.as_ptr(), ours, "swapped, not copied");
+        assert_ne!(frames.buf().as_ptr(), ours, "swapped, not copied");
         assert!(frames.len() > CHUNK_HEADER_ROOM);
         frames.truncate(CHUNK_HEADER_ROOM);
         assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Nothing));
@@ -406,6 +466,37 @@ mod tests {
         assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Frames(1)));
         let heartbeat = 8 + crate::raftpb::wire::message_len(&Message::link_heartbeat());
         assert_eq!(frames.len(), CHUNK_HEADER_ROOM + heartbeat);
+    }
+
+    #[test]
+    fn a_take_carries_one_segment_of_about_256_kib_and_buffers_are_reused() {
+        let q = StreamQueue::new(4096);
+        let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
+        let (g, _) = q.attach(StreamType::Message, 0);
+        let mut big = app(1, 1);
+        big.entries[0].data = Some(bytes::Bytes::from(vec![7u8; 100 * 1024]));
+        for _ in 0..7 {
+            assert_eq!(q.push(&big), Push::Queued);
+        }
+        let mut frames = room();
+        let mut takes = Vec::new();
+        while let Ok(Taken::Frames(n)) = q.take(g, &mut frames, &waker) {
+            assert!(frames.len() < SEGMENT_BYTES + 101 * 1024);
+            takes.push(n);
+            frames.truncate(CHUNK_HEADER_ROOM);
+        }
+        assert_eq!(takes, [3, 3, 1], "a segment closes once it holds 256 KiB");
+        assert!(q.is_empty());
+        // The writer's buffers went back as spares, and new segments use them.
+        for _ in 0..3 {
+            q.push(&big);
+        }
+        let before = q.lock().spare.len();
+        assert!(
+            before < SPARE_SEGMENTS,
+            "one spare taken for the new segment"
+        );
+        assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Frames(3)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 
 use super::peer::Peer;
 use super::peer_status::FailureType;
@@ -32,8 +32,8 @@ pub struct StreamWriter {
     heartbeat_every: Duration,
     heartbeat: Option<tokio::time::Interval>,
     /// For a caller whose batch does not start with just the chunk header's room: the
-    /// frames are taken here, then copied.
-    spare: BytesMut,
+    /// frames are taken here, then appended.
+    spare: Batch,
 }
 
 impl StreamWriter {
@@ -58,8 +58,8 @@ impl StreamWriter {
             "established TCP streaming connection with remote peer"
         );
         peer.counters.stream_attaches.fetch_add(1, Relaxed);
-        let mut spare = BytesMut::new();
-        spare.put_bytes(0, CHUNK_HEADER_ROOM);
+        let mut spare = Batch::default();
+        spare.buf().put_bytes(0, CHUNK_HEADER_ROOM);
         StreamWriter {
             peer,
             kind,
@@ -70,19 +70,16 @@ impl StreamWriter {
         }
     }
 
-    /// Moves what is queued into `batch`: by swapping buffers when `batch` holds just
-    /// the room for a chunk header (as the server's does), else by copying.
+    /// Moves what is queued into `batch`: by swapping batches when `batch` holds just
+    /// the room for a chunk header (as the server's does), else by appending.
     fn take(&mut self, cx: &mut Context<'_>, batch: &mut Batch) -> Result<Taken, Stale> {
         let queue = self.peer.writer(self.kind);
         let before = batch.len();
         let taken = if batch.buf().len() == CHUNK_HEADER_ROOM && batch.referenced_len() == 0 {
-            queue.take(self.generation, batch.buf(), cx.waker())?
+            queue.take(self.generation, batch, cx.waker())?
         } else {
             let taken = queue.take(self.generation, &mut self.spare, cx.waker())?;
-            batch
-                .buf()
-                .extend_from_slice(&self.spare[CHUNK_HEADER_ROOM..]);
-            self.spare.truncate(CHUNK_HEADER_ROOM);
+            batch.append_from(&mut self.spare, CHUNK_HEADER_ROOM);
             taken
         };
         if let Taken::Frames(_) = taken {

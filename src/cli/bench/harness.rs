@@ -66,11 +66,10 @@ impl Counter {
         self.cv.notify_all();
     }
 
-    /// Waits until `cond` holds, re-checked on every wake-up; false on timeout.
-    fn wait(&self, timeout: Duration, cond: impl Fn() -> bool) -> bool {
-        // Spin briefly before sleeping, as Go's scheduler does before parking an idle
-        // thread (the anchor's waiting goroutine gets that for free).
-        let spin_until = Instant::now() + SPIN;
+    /// Waits until `cond` holds, re-checked on every wake-up; false on timeout. Spins
+    /// for `spin` first.
+    fn wait(&self, timeout: Duration, spin: Duration, cond: impl Fn() -> bool) -> bool {
+        let spin_until = Instant::now() + spin;
         while Instant::now() < spin_until {
             if cond() {
                 return true;
@@ -96,7 +95,11 @@ impl Counter {
     /// Waits until `target` messages have been processed.
     fn wait_processed(&self, target: u64, timeout: Duration) -> bool {
         self.wake_at.store(target, Relaxed);
-        let ok = self.wait(timeout, || self.processed.load(Acquire) >= target);
+        // The sender waits for a third of the window to drain: a long wait, so it
+        // sleeps at once, as the anchor's goroutine blocks on its channel.
+        let ok = self.wait(timeout, Duration::ZERO, || {
+            self.processed.load(Acquire) >= target
+        });
         self.wake_at.store(0, Relaxed);
         ok
     }
@@ -411,7 +414,9 @@ pub fn latency(
         rx.counter.wake_at.store(target, Relaxed);
         let t0 = epoch.elapsed().as_nanos() as u64;
         tx.transport.send_ref(&m);
-        if !rx.counter.wait(Duration::from_secs(5), || {
+        // One message in flight: spin briefly before sleeping, as Go's scheduler does
+        // before parking an idle thread (the anchor's waiting goroutine gets that).
+        if !rx.counter.wait(Duration::from_secs(5), SPIN, || {
             rx.counter.processed.load(Acquire) >= target
         }) {
             missing += 1;
@@ -475,7 +480,7 @@ pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) ->
         // The database is in memory, as the anchor's `bytes.NewReader(body)` is: it goes
         // to the socket by reference, as Go's chunked writer sends a bytes.Reader.
         tx.transport.send_snapshot_bytes(m, body.clone());
-        c.wait(Duration::from_secs(60), || {
+        c.wait(Duration::from_secs(60), Duration::ZERO, || {
             c.snapshots_done.load(Relaxed) > ok || c.snapshots_failed.load(Relaxed) > failed
         });
         if c.snapshots_done.load(Relaxed) <= ok {
