@@ -73,7 +73,7 @@ pub struct HttpIo<C: Conn> {
 }
 
 /// Read buffers a connection keeps for reuse (each `read_size`, 64 KiB by default).
-const MAX_SPARE_READ_BUFFERS: usize = 8;
+const MAX_SPARE_READ_BUFFERS: usize = 16;
 
 impl<C: Conn> HttpIo<C> {
     /// Wraps `conn`, taking a read buffer from `pool` and starting its deadline watchdog
@@ -158,16 +158,15 @@ impl<C: Conn> HttpIo<C> {
         if self.rbuf.try_reclaim(want) {
             return;
         }
-        if !self.rbuf.is_empty() {
-            // A partial frame to carry over: reserve copies it.
-            self.rbuf.reserve(want);
-            return;
-        }
-        let retired = std::mem::take(&mut self.rbuf);
-        self.rbuf = match self.spares.iter_mut().position(|b| b.try_reclaim(want)) {
+        // The start of a frame may be left over: it is carried into the new buffer.
+        let carry = self.rbuf.len();
+        let mut retired = std::mem::take(&mut self.rbuf);
+        self.rbuf = match (self.spares.iter_mut()).position(|b| b.try_reclaim(carry + want)) {
             Some(i) => self.spares.swap_remove(i),
-            None => BytesMut::with_capacity(want),
+            None => BytesMut::with_capacity(carry.max(want) + want),
         };
+        self.rbuf.extend_from_slice(&retired);
+        retired.clear();
         if self.spares.len() < MAX_SPARE_READ_BUFFERS {
             self.spares.push(retired);
         }

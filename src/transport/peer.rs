@@ -11,7 +11,7 @@ use super::message_pool::MessagePool;
 use super::peer_status::PeerStatus;
 use super::queue::{Push, WriterQueue};
 use super::raft::{Raft, SnapshotStatus};
-use super::recv_queue::RecvQueue;
+use super::recv_queue::{Page, ReaderPages, RecvQueue};
 use super::stream_queue::{self, StreamQueue};
 use super::url_picker::UrlPicker;
 use crate::http::client::PeerUrl;
@@ -41,9 +41,6 @@ impl Default for QueueSizes {
 
 /// Sent messages' shells a peer keeps for the application to reuse.
 const SEND_SHELLS: usize = 1024;
-
-/// Emptied messages a stream reader keeps for decoding into.
-const MAX_SPARE_SHELLS: usize = 1024;
 
 /// Where [`Peer::route_to_stream`] put a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,8 +124,6 @@ pub struct Peer {
     pub counters: PeerCounters,
     recvc: Arc<RecvQueue>,
     propc: Arc<RecvQueue>,
-    /// Shells of processed messages, for the stream readers to decode into.
-    pub pool: Arc<MessagePool>,
     /// Shells of sent messages, for the application to fill again.
     pub send_pool: MessagePool,
     /// Whether the application recycles sent messages (it has called
@@ -166,8 +161,6 @@ impl std::fmt::Debug for Peer {
 
 /// The receiving ends of a peer's receive queues, for its worker threads.
 pub struct PeerReceivers {
-    /// Where a borrowing application's processed messages go back.
-    pub pool: Arc<MessagePool>,
     /// Everything but MsgProp.
     pub recv: Arc<RecvQueue>,
     /// MsgProp (kept apart because `process` can block on it while there is no leader).
@@ -201,7 +194,6 @@ impl Peer {
         let recvc = Arc::new(RecvQueue::new(sizes.recv));
         let propc = Arc::new(RecvQueue::new(sizes.recv));
         let (recv, prop) = (recvc.clone(), propc.clone());
-        let pool = Arc::new(MessagePool::new(sizes.recv));
         let pipeline = WriterQueue::new(sizes.pipeline);
         let (pipeline_generation, _) = pipeline.attach();
         let peer = Arc::new(Peer {
@@ -217,7 +209,6 @@ impl Peer {
             counters: PeerCounters::default(),
             recvc,
             propc,
-            pool: pool.clone(),
             send_pool: MessagePool::new(SEND_SHELLS),
             send_recycling: AtomicBool::new(false),
             raft,
@@ -230,7 +221,7 @@ impl Peer {
             stop_signal: tokio::sync::Notify::new(),
             last_drop_log: std::sync::Mutex::new(None),
         });
-        (peer, PeerReceivers { recv, prop, pool })
+        (peer, PeerReceivers { recv, prop })
     }
 
     /// The pipeline queue's (only) generation, for its sender.
@@ -398,61 +389,45 @@ impl Peer {
             &self.recvc
         };
         if let Some(m) = queue.push(m) {
-            self.dropped_received(m);
+            self.dropped_received(&m);
         }
     }
 
-    /// [`deliver`](Self::deliver) for every message of `batch` (what one read decoded),
-    /// with one lock for the whole batch unless it holds a MsgProp. Leaves `batch` empty.
-    /// Messages processed inline by a borrowing application come back emptied in `spare`.
-    pub fn deliver_batch(&self, batch: &mut Vec<Message>, spare: &mut Vec<Message>) {
+    /// [`deliver`](Self::deliver) for every message of `page` (what one read decoded),
+    /// with one lock for the whole page: MsgProp are moved out to their own queue first.
+    /// With [`Raft::inline`], the messages are processed here, on the I/O thread.
+    /// Leaves the reader's page empty (a fresh page, or the same one emptied).
+    pub fn deliver_page(&self, reader: &mut ReaderPages) {
+        let page = &mut reader.page;
         if self.paused.load(Relaxed) {
-            batch.clear();
+            page.clear();
             return;
         }
         let prop = MessageType::MsgProp as i32;
+        if page.messages().iter().any(|m| m.msg_type == prop) {
+            page.take_where(
+                |m| m.msg_type == prop,
+                |m| {
+                    if let Some(m) = self.propc.push(m) {
+                        self.dropped_received(&m);
+                    }
+                },
+            );
+        }
         if self.inline {
-            self.process_inline(batch, spare);
+            process_page(self.id, &*self.raft, page);
+            page.clear();
             return;
         }
-        if batch.iter().any(|m| m.msg_type == prop) {
-            for m in batch.drain(..) {
-                self.deliver(m);
-            }
-            return;
-        }
-        self.recvc.push_batch(batch, |m| self.dropped_received(m));
+        self.recvc.push_page(reader, |m| self.dropped_received(m));
     }
 
-    /// Processes `batch` on this (I/O) thread: the application said `process` never
-    /// blocks. MsgProp still goes to its worker.
-    fn process_inline(&self, batch: &mut Vec<Message>, spare: &mut Vec<Message>) {
-        let prop = MessageType::MsgProp as i32;
-        let borrows = self.raft.borrows();
-        for mut m in batch.drain(..) {
-            if m.msg_type == prop {
-                if let Some(m) = self.propc.push(m) {
-                    self.dropped_received(m);
-                }
-                continue;
-            }
-            let result = if borrows {
-                let r = self.raft.process_borrowed(&m);
-                if spare.len() < MAX_SPARE_SHELLS {
-                    super::message_pool::empty(&mut m);
-                    spare.push(m);
-                }
-                r
-            } else {
-                self.raft.process(m)
-            };
-            if let Err(e) = result {
-                tracing::warn!(remote_peer_id = %format_args!("{:x}", self.id), error = %e, "failed to process Raft message");
-            }
-        }
+    /// A stream reader's end of the receive queue.
+    pub fn reader_pages(&self) -> ReaderPages {
+        self.recvc.reader_pages()
     }
 
-    fn dropped_received(&self, m: Message) {
+    fn dropped_received(&self, m: &Message) {
         self.counters.received_failures.fetch_add(1, Relaxed);
         let kind = message_type_name(m.msg_type).unwrap_or("unknown");
         if self.status.is_active() {
@@ -503,32 +478,40 @@ impl Peer {
     }
 }
 
+/// Hands every message of `page` to `raft` (by reference when it borrows). The
+/// messages stay in the page: whoever decodes into it next empties it.
+fn process_page(id: u64, raft: &dyn Raft, page: &mut Page) {
+    let failed = |e: super::raft::ProcessError| {
+        tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
+    };
+    if raft.borrows() {
+        for m in page.messages() {
+            if let Err(e) = raft.process_borrowed(m) {
+                failed(e);
+            }
+        }
+    } else {
+        page.take_each(|m| {
+            if let Err(e) = raft.process(m) {
+                failed(e);
+            }
+        });
+    }
+}
+
 /// Starts the two worker threads that drain a peer's receive queues into `process`.
 pub fn spawn_workers(id: u64, receivers: PeerReceivers, raft: Arc<dyn Raft>) {
     for (name, rx) in [("recv", receivers.recv), ("prop", receivers.prop)] {
         let raft = raft.clone();
-        let pool = receivers.pool.clone();
-        let spawned = std::thread::Builder::new().name(format!("rafthttp-{name}-{id:x}")).spawn(move || {
-            // Ends when the peer is dropped (which closes the queue).
-            let mut batch = std::collections::VecDeque::new();
-            let borrows = raft.borrows();
-            while rx.pop_all(&mut batch) {
-                if borrows {
-                    for m in &batch {
-                        if let Err(e) = raft.process_borrowed(m) {
-                            tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
-                        }
-                    }
-                    pool.give_back(&mut batch);
-                    continue;
+        let spawned = std::thread::Builder::new()
+            .name(format!("rafthttp-{name}-{id:x}"))
+            .spawn(move || {
+                // Ends when the peer is dropped (which closes the queue).
+                let mut page = Page::default();
+                while rx.pop_page(&mut page) {
+                    process_page(id, &*raft, &mut page);
                 }
-                for m in batch.drain(..) {
-                    if let Err(e) = raft.process(m) {
-                        tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
-                    }
-                }
-            }
-        });
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a receive worker");
         }

@@ -13,12 +13,12 @@ use tokio::time::Instant;
 use super::peer::Peer;
 use super::peer_status::{Change, FailureType};
 use super::raft::FatalError;
+use super::recv_queue::ReaderPages;
 use super::Shared;
 use crate::codec::{FrameKind, MessageStreamDecoder, MsgAppV1Decoder, MsgAppV2Decoder};
 use crate::http::client::Client;
 use crate::http::write::HeaderValue;
 use crate::io::{Backend, BufferPool, Conn, IoTask};
-use crate::raftpb::Message;
 use crate::version::{StreamType, Version};
 
 /// The reader of one stream type from one peer; runs until the peer stops.
@@ -166,18 +166,14 @@ impl IoTask for StreamReader {
                     &cfg.limits,
                 )),
             };
-            let mut msg = Message::default();
-            let mut batch: Vec<Message> = Vec::with_capacity(256);
-            let mut spare: Vec<Message> = Vec::with_capacity(256);
+            let mut pages = peer.reader_pages();
             let ended = loop {
                 match resp.next().await {
                     Ok(Some(piece)) => {
                         peer.counters
                             .received_bytes
                             .fetch_add(piece.len() as u64, Relaxed);
-                        if let Err(e) =
-                            deliver_all(peer, &mut decoder, piece, &mut msg, &mut batch, &mut spare)
-                        {
+                        if let Err(e) = deliver_all(peer, &mut decoder, piece, &mut pages) {
                             break Some(e);
                         }
                     }
@@ -235,37 +231,30 @@ fn deactivate(peer: &Peer, failure: FailureType, error: &str) {
     }
 }
 
-/// Decodes every frame in `piece` and hands the messages on (heartbeats are dropped).
+/// Decodes every frame in `piece`, each in place into the next slot of the reader's page, and
+/// hands the messages on (link heartbeats are dropped).
 fn deliver_all(
     peer: &Peer,
     decoder: &mut Decoder,
     mut piece: Bytes,
-    msg: &mut Message,
-    batch: &mut Vec<Message>,
-    spare: &mut Vec<Message>,
+    pages: &mut ReaderPages,
 ) -> Result<(), String> {
     loop {
+        let slot = pages.page.next_slot();
         let frame = match decoder {
-            Decoder::V2(d) => d.decode(&mut piece, msg),
-            Decoder::Message(d) => d.decode(&mut piece, msg),
-            Decoder::V1(d) => d.decode(&mut piece, msg),
+            Decoder::V2(d) => d.decode(&mut piece, slot),
+            Decoder::Message(d) => d.decode(&mut piece, slot),
+            Decoder::V1(d) => d.decode(&mut piece, slot),
         };
         match frame {
             Ok(Some(info)) if info.kind == FrameKind::LinkHeartbeat => {}
-            Ok(Some(_)) => {
-                // Decode the next message into a recycled shell when there is one.
-                if spare.is_empty() {
-                    peer.pool.take_many(spare, 256);
-                }
-                let next = spare.pop().unwrap_or_default();
-                batch.push(std::mem::replace(msg, next));
-            }
+            Ok(Some(_)) => pages.page.commit(),
             Ok(None) => {
-                peer.deliver_batch(batch, spare);
+                peer.deliver_page(pages);
                 return Ok(());
             }
             Err(e) => {
-                peer.deliver_batch(batch, spare);
+                peer.deliver_page(pages);
                 tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), error = %e, "failed to read Raft message");
                 return Err(e.to_string());
             }
