@@ -135,7 +135,7 @@ impl State {
 
     /// Keeps `page` (processed, not yet emptied: a reader empties it) for a reader.
     fn keep_returned(&mut self, page: Page, capacity: usize) {
-        if self.spare_slots + page.slots.len() <= capacity {
+        if self.spare_slots + page.slots.len() <= 2 * capacity {
             self.spare_slots += page.slots.len();
             self.returned.push(page);
         }
@@ -188,11 +188,12 @@ impl RecvQueue {
 
     /// Queues as many of the reader's page's messages as fit, in order, and calls
     /// `dropped` for the rest (they are emptied). The page is left empty: when anything
-    /// was queued, it is swapped for an emptied one, with no message moved. Then the
-    /// pages the worker gave back are emptied, here on the reader's thread.
+    /// was queued, it is swapped for an emptied one, with no message moved. The pages
+    /// the worker gave back are emptied first, here on the reader's thread, so that one
+    /// of them is that page.
     pub fn push_page(&self, reader: &mut ReaderPages, dropped: impl FnMut(&Message)) {
-        self.push_page_only(&mut reader.page, dropped);
         self.empty_returned(&mut reader.returned);
+        self.push_page_only(&mut reader.page, dropped);
     }
 
     fn push_page_only(&self, page: &mut Page, mut dropped: impl FnMut(&Message)) {
