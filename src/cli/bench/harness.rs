@@ -261,11 +261,14 @@ impl Source {
         match self {
             Source::App(s) => s.fill(m),
             Source::Heartbeat(from, to) => {
-                m.entries.clear();
-                *m = Message {
-                    entries: std::mem::take(&mut m.entries),
-                    ..heartbeat(*from, *to, k)
-                };
+                let next = heartbeat(*from, *to, k);
+                if m.msg_type == next.msg_type && m.from == next.from && m.to == next.to {
+                    // The previous heartbeat: only the commit index changes (building and
+                    // moving a whole message was 8% of the sending thread).
+                    m.commit = next.commit;
+                } else {
+                    *m = next;
+                }
             }
         }
     }
