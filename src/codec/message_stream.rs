@@ -60,7 +60,7 @@ impl MessageStreamDecoder {
             return Ok(None);
         };
         let len = frame.len();
-        wire::merge_message(out, frame.slice(8..))
+        wire::merge_message_at(out, &frame, 8)
             .map_err(|e| self.asm.fail(protobuf_error(Part::Message, e, offset + 8)))?;
         let kind = if out.is_link_heartbeat() {
             FrameKind::LinkHeartbeat

@@ -187,7 +187,7 @@ impl MsgAppV2Decoder {
                 Ok(FrameKind::AppEntries)
             }
             _ => {
-                wire::merge_message(out, frame.slice(9..))
+                wire::merge_message_at(out, &frame, 9)
                     .map_err(|e| protobuf_error(Part::Message, e, offset + 9))?;
                 self.term = out.term;
                 self.index = out.entries.last().map_or(out.index, |e| e.index);

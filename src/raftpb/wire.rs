@@ -398,16 +398,31 @@ pub(crate) fn push_entry(
 /// appended (reusing `out.entries`' capacity) and payloads are slices of `src`.
 /// On failure `out` is left cleared or partly filled, as after a failed prost merge.
 pub fn merge_message(out: &mut Message, src: Bytes) -> Result<(), prost::DecodeError> {
-    if merge_fast(out, &src).is_some() {
+    merge_message_at(out, &src, 0)
+}
+
+/// [`merge_message`] for the message that fills `frame` from byte `start` on (a stream
+/// frame after its header), without taking a reference to a slice of it first: a
+/// message with no payloads then touches `frame`'s reference count not at all.
+pub fn merge_message_at(
+    out: &mut Message,
+    frame: &Bytes,
+    start: usize,
+) -> Result<(), prost::DecodeError> {
+    let start = start.min(frame.len());
+    if merge_fast(out, frame, start).is_some() {
         return Ok(());
     }
     out.clear();
-    out.merge(src)
+    out.merge(frame.slice(start..))
 }
 
-/// The fast path of [`merge_message`]; `None` leaves `out` for the caller to clear.
-fn merge_fast(out: &mut Message, src: &Bytes) -> Option<()> {
-    let mut r = Reader { buf: src, pos: 0 };
+/// The fast path of [`merge_message_at`]; `None` leaves `out` for the caller to clear.
+fn merge_fast(out: &mut Message, src: &Bytes, start: usize) -> Option<()> {
+    let mut r = Reader {
+        buf: src,
+        pos: start,
+    };
     let mut last = 0u8;
     while !r.at_end() {
         let (field, wire) = r.tag()?;
@@ -571,9 +586,18 @@ mod tests {
         b.to_vec()
     }
 
+    /// Decodes `raw` as it stands after a frame header of 0 to 9 bytes (chosen by its
+    /// length), so that every property test covers both `merge_message` and the offset
+    /// of `merge_message_at`.
     fn decoded(raw: &[u8]) -> Result<Message, prost::DecodeError> {
         let mut m = Message::default();
-        merge_message(&mut m, Bytes::copy_from_slice(raw)).map(|()| m)
+        let header = raw.len() % 10;
+        if header == 0 {
+            return merge_message(&mut m, Bytes::copy_from_slice(raw)).map(|()| m);
+        }
+        let mut frame = vec![0xff; header];
+        frame.extend_from_slice(raw);
+        merge_message_at(&mut m, &Bytes::from(frame), header).map(|()| m)
     }
 
     proptest! {
@@ -673,7 +697,7 @@ mod tests {
         for h in eras {
             let raw = Bytes::from(hex::decode(h.replace(' ', "")).unwrap());
             let mut m = Message::default();
-            assert!(merge_fast(&mut m, &raw).is_some(), "{h}");
+            assert!(merge_fast(&mut m, &raw, 0).is_some(), "{h}");
             assert!(m.is_link_heartbeat());
         }
         let m = Message {
