@@ -67,12 +67,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
 }
 
-/// Runs the application's `process` off the I/O thread (it may block), or right here
-/// when the application said it never blocks (`Raft::inline`; MsgProp excepted).
+/// Runs the application's `process` off the I/O thread (it may block): on the
+/// transport's processor thread, in arrival order, or, for a MsgProp (which can block
+/// while there is no leader), on the blocking pool. Right here when the application said
+/// it never blocks (`Raft::inline`; MsgProp excepted).
 async fn process(shared: &Shared, m: Message) -> Result<(), ProcessError> {
     let raft = shared.raft.clone();
-    if raft.inline() && m.msg_type != MessageType::MsgProp as i32 {
-        return raft.process(m);
+    if m.msg_type != MessageType::MsgProp as i32 {
+        if raft.inline() {
+            return raft.process(m);
+        }
+        if let Some(p) = &shared.processor {
+            return p.process(m).await;
+        }
     }
     match tokio::task::spawn_blocking(move || raft.process(m)).await {
         Ok(r) => r,

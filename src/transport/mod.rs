@@ -14,6 +14,7 @@ pub mod peer;
 pub mod peer_status;
 pub mod pipeline;
 pub mod prober;
+pub mod processor;
 pub mod queue;
 pub mod raft;
 pub mod recv_queue;
@@ -160,6 +161,9 @@ pub enum TransportError {
     /// The transport has stopped.
     #[error("transport stopped")]
     Stopped,
+    /// A thread of the transport's could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// State shared by the application's threads and the I/O thread.
@@ -185,6 +189,8 @@ pub struct Shared {
     stop_server: tokio::sync::Notify,
     /// The I/O thread, to start peer tasks on (taken at stop).
     io: Mutex<Option<IoThread>>,
+    /// Runs `process` for messages that came by POST (none when processing inline).
+    pub processor: Option<processor::Processor>,
 }
 
 impl Shared {
@@ -417,6 +423,13 @@ impl Transport {
             config.versions.clone(),
             config.profile,
         );
+        // Not needed when the application processes inline (it said process never blocks).
+        let processor = if raft.inline() {
+            None
+        } else {
+            let name = format!("rafthttp-post-{:x}", config.id);
+            Some(processor::Processor::start(name, raft.clone()).map_err(TransportError::Thread)?)
+        };
         let shared = Arc::new(Shared {
             min_version_text: config.versions.min_cluster.to_string().into(),
             advertise: config.advertise_urls.join(",").into(),
@@ -428,6 +441,7 @@ impl Transport {
             stopped: AtomicBool::new(false),
             stop_server: tokio::sync::Notify::new(),
             io: Mutex::new(None),
+            processor,
         });
         let (local_addrs, wire) = io
             .call(StartServer {
