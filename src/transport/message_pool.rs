@@ -1,13 +1,10 @@
-//! Recycled message shells, for both directions. Receiving: When the application processes
-//! messages by reference ([`Raft::borrows`](super::Raft::borrows)), the worker hands each
-//! processed message back here, emptied but with its entry vector's capacity, and the
-//! stream reader decodes into it again: receiving then allocates nothing per message.
-//! Sending: a stream writer hands each encoded message's shell back to its peer's pool,
-//! and the application takes them with `Transport::recycle_into` to fill and send again,
-//! so sending allocates nothing per message either. Shells move in batches, one lock per
-//! batch on each side.
+//! Recycled shells of sent messages, and [`empty`]. An application that sends by value
+//! (`Transport::send_message`) hands each message over; once a stream has encoded it,
+//! its emptied shell (entry vector capacity kept) comes back here, and the application
+//! takes shells with `Transport::recycle_into` to fill and send again, so sending
+//! allocates nothing per message. (Sending by reference, `send_ref`, needs none of this.)
+//! Received messages are recycled in their pages instead (`recv_queue`).
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::raftpb::Message;
@@ -41,12 +38,6 @@ impl MessagePool {
             shells: Mutex::new(Vec::new()),
             capacity,
         }
-    }
-
-    /// Empties every message of `batch` into the pool (those beyond its capacity are
-    /// dropped). Leaves `batch` empty.
-    pub fn give_back(&self, batch: &mut VecDeque<Message>) {
-        self.give_back_all(batch.drain(..));
     }
 
     /// Empties `msgs` into the pool, as many as it has room for; the rest are dropped.
@@ -86,6 +77,7 @@ mod tests {
     use super::*;
     use crate::raftpb::Entry;
     use bytes::Bytes;
+    use std::collections::VecDeque;
 
     #[test]
     fn shells_come_back_empty_with_capacity_and_the_pool_is_bounded() {
@@ -105,7 +97,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        pool.give_back(&mut batch);
+        pool.give_back_all(batch.drain(..));
         assert!(batch.is_empty());
         assert_eq!(pool.len(), 2);
         // Only the original reference remains: the shells let go of the data.
