@@ -22,6 +22,13 @@ use std::sync::{Condvar, Mutex};
 use super::message_pool::empty;
 use crate::raftpb::Message;
 
+/// Most messages in one page. A reader hands a full page over and decodes on into the
+/// next, so a page never grows past this: the shells kept for reuse are bounded by
+/// messages, not by the largest read (a sparse page of a large read's size used to carry
+/// hundreds of idle shells through the queue, and more pages than the spares could keep
+/// came back, to be freed and allocated again).
+pub const PAGE_SLOTS: usize = 128;
+
 /// Messages decoded in place: the first `len` slots hold messages, the rest are emptied
 /// shells that keep their entry vectors' capacity.
 #[derive(Debug, Default)]
@@ -71,6 +78,16 @@ impl Page {
             }
         }
         self.len = kept;
+    }
+
+    /// Whether it holds [`PAGE_SLOTS`] messages: time to hand it over.
+    pub fn is_full(&self) -> bool {
+        self.len >= PAGE_SLOTS
+    }
+
+    /// Whether `n` more messages fit in its idle shells (within [`PAGE_SLOTS`]).
+    fn has_room_for(&self, n: usize) -> bool {
+        self.len + n <= self.slots.len().min(PAGE_SLOTS)
     }
 
     /// How many messages it holds.
@@ -169,7 +186,7 @@ impl RecvQueue {
         if st.closed || st.queued >= self.capacity {
             return Some(m);
         }
-        if st.pages.is_empty() {
+        if st.pages.back().is_none_or(Page::is_full) {
             let page = st.spare_page();
             st.pages.push_back(page);
         }
@@ -214,8 +231,22 @@ impl RecvQueue {
         if take == 0 {
             return;
         }
-        let fresh = st.spare_page();
-        st.pages.push_back(std::mem::replace(page, fresh));
+        match st.pages.back_mut() {
+            // A small handover joins the last queued page when its idle shells can take
+            // the messages (swapped for them: nothing moves to the heap), so pages in
+            // the queue stay dense and the shells they carry stay near what it holds.
+            Some(last) if last.has_room_for(take) => {
+                for m in &mut page.slots[..take] {
+                    std::mem::swap(m, &mut last.slots[last.len]);
+                    last.len += 1;
+                }
+                page.len = 0;
+            }
+            _ => {
+                let fresh = st.spare_page();
+                st.pages.push_back(std::mem::replace(page, fresh));
+            }
+        }
         st.queued += take;
         let wake = st.waiting;
         drop(st);
@@ -364,6 +395,68 @@ mod tests {
         assert_eq!(r.page.slots.as_ptr(), slot_addr);
         assert!(r.page.is_empty());
         assert!(r.page.slots[0].entries.capacity() >= 1);
+    }
+
+    #[test]
+    fn a_small_handover_joins_the_last_queued_page_in_its_idle_shells() {
+        let q = RecvQueue::new(64);
+        // A page with ten shells that carries three messages into the queue.
+        let mut r = page_of(&q, 0..10);
+        r.page.clear();
+        for i in 0..3 {
+            *r.page.next_slot() = msg(i);
+            r.page.commit();
+        }
+        q.push_page(&mut r, |_| panic!("room"));
+        // Four more: they are swapped into that page's idle shells, and the reader keeps
+        // its own page (and gets the idle shells in exchange).
+        for i in 3..7 {
+            *r.page.next_slot() = msg(i);
+            r.page.commit();
+        }
+        let reader_slots = r.page.slots.as_ptr();
+        q.push_page(&mut r, |_| panic!("room"));
+        assert!(r.page.is_empty());
+        assert_eq!(
+            r.page.slots.as_ptr(),
+            reader_slots,
+            "the reader kept its page"
+        );
+        assert_eq!(q.len(), 7);
+        let mut out = Page::default();
+        assert!(q.pop_page(&mut out));
+        assert_eq!(
+            indexes(&out),
+            (0..7).collect::<Vec<_>>(),
+            "one page, in order"
+        );
+        assert!(q.is_empty());
+        // Eight more do not fit in the three idle shells left: a page of their own.
+        let mut r2 = page_of(&q, 10..12);
+        q.push_page(&mut r2, |_| panic!("room"));
+        for i in 12..20 {
+            *r.page.next_slot() = msg(i);
+            r.page.commit();
+        }
+        q.push_page(&mut r, |_| panic!("room"));
+        assert!(q.pop_page(&mut out));
+        assert_eq!(indexes(&out), vec![10, 11]);
+        assert!(q.pop_page(&mut out));
+        assert_eq!(indexes(&out), (12..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn single_pushes_start_a_new_page_once_the_last_is_full() {
+        let q = RecvQueue::new(4 * PAGE_SLOTS);
+        for i in 0..(PAGE_SLOTS as u64 + 1) {
+            assert!(q.push(msg(i)).is_none());
+        }
+        let mut out = Page::default();
+        assert!(q.pop_page(&mut out));
+        assert!(out.is_full());
+        assert_eq!(out.len(), PAGE_SLOTS);
+        assert!(q.pop_page(&mut out));
+        assert_eq!(indexes(&out), vec![PAGE_SLOTS as u64]);
     }
 
     #[test]

@@ -248,7 +248,12 @@ fn deliver_all(
         };
         match frame {
             Ok(Some(info)) if info.kind == FrameKind::LinkHeartbeat => {}
-            Ok(Some(_)) => pages.page.commit(),
+            Ok(Some(_)) => {
+                pages.page.commit();
+                if pages.page.is_full() {
+                    peer.deliver_page(pages);
+                }
+            }
             Ok(None) => {
                 peer.deliver_page(pages);
                 return Ok(());
