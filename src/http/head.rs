@@ -2,6 +2,8 @@
 //! ignores case (Go sends `X-Etcd-Cluster-Id`, `X-Peerurls`), and the body-framing
 //! rules of RFC 9112 §6.3 with the request-smuggling cases refused.
 
+use smallvec::SmallVec;
+
 use crate::error::{DecodeError, DecodeErrorKind};
 
 /// Most headers a head may carry.
@@ -23,13 +25,11 @@ pub enum BodyFraming {
     UntilClose,
 }
 
-/// One header, its name as sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// The name, in the sender's case.
-    pub name: String,
-    /// The raw value.
-    pub value: Vec<u8>,
+/// Where one header's name and value lie in a [`Head`]'s copy of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 /// The start line of a head.
@@ -56,8 +56,11 @@ pub enum StartLine {
 pub struct Head {
     /// Request or status line.
     pub start: StartLine,
-    /// The headers in order.
-    pub headers: Vec<Header>,
+    /// The head's bytes, copied once (a read buffer is reused); `fields` point into it.
+    raw: Vec<u8>,
+    /// The headers in order, as ranges of `raw`: a parsed head is two or three
+    /// allocations (this copy, the start line's strings), not two per header.
+    fields: SmallVec<[Field; 16]>,
     /// The head's length in bytes, blank line included: the body starts here.
     pub len: usize,
     /// The minor HTTP version: 1 for HTTP/1.1, 0 for HTTP/1.0.
@@ -79,7 +82,8 @@ impl Head {
                     method: req.method.unwrap_or_default().to_string(),
                     path: req.path.unwrap_or_default().to_string(),
                 },
-                headers: collect(req.headers),
+                raw: buf[..len].to_vec(),
+                fields: fields(buf, req.headers),
                 len,
                 version: req.version.unwrap_or(1),
             })),
@@ -99,7 +103,8 @@ impl Head {
                     status: res.code.unwrap_or_default(),
                     reason: res.reason.unwrap_or_default().to_string(),
                 },
-                headers: collect(res.headers),
+                raw: buf[..len].to_vec(),
+                fields: fields(buf, res.headers),
                 len,
                 version: res.version.unwrap_or(1),
             })),
@@ -109,12 +114,30 @@ impl Head {
         }
     }
 
+    /// The headers in order: name as sent, raw value.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields.iter().map(|f| {
+            // Names are ASCII tokens (httparse checks them), so this never falls back.
+            let name = std::str::from_utf8(self.part(f.name)).unwrap_or("");
+            (name, self.part(f.value))
+        })
+    }
+
+    fn part(&self, (a, b): (u32, u32)) -> &[u8] {
+        self.raw.get(a as usize..b as usize).unwrap_or(&[])
+    }
+
+    /// The values of header `name`, in order, compared without regard to case.
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.fields
+            .iter()
+            .filter(move |f| self.part(f.name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| self.part(f.value))
+    }
+
     /// The first value of header `name`, compared without regard to case.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_slice())
+        self.values(name).next()
     }
 
     /// The first value of header `name` as text, if it is UTF-8.
@@ -126,11 +149,9 @@ impl Head {
     /// HTTP/1.0 without `Connection: keep-alive`.
     pub fn wants_close(&self) -> bool {
         let has = |token: &str| {
-            self.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("connection")
-                    && h.value
-                        .split(|&b| b == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            self.values("connection").any(|v| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
             })
         };
         has("close") || (self.version == 0 && !has("keep-alive"))
@@ -146,37 +167,33 @@ impl Head {
                 return Ok(BodyFraming::Empty);
             }
         }
-        let lengths: Vec<&[u8]> = self
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .map(|h| h.value.as_slice())
-            .collect();
-        let te: Vec<&[u8]> = self
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-            .map(|h| h.value.as_slice())
-            .collect();
-        if !te.is_empty() && !lengths.is_empty() {
+        // The first value and how many there are, without collecting them.
+        let first_and_count = |name: &str| {
+            let mut it = self.values(name);
+            let first = it.next();
+            (first, first.map_or(0, |_| 1 + it.count()))
+        };
+        let (length, lengths) = first_and_count("content-length");
+        let (te, tes) = first_and_count("transfer-encoding");
+        if tes > 0 && lengths > 0 {
             return Err(http_err(at, "both Content-Length and Transfer-Encoding"));
         }
-        if let Some(last) = te.last() {
-            let last_coding = last.rsplit(|&b| b == b',').next().unwrap_or_default();
-            if te.len() == 1
+        if let Some(only) = te {
+            let last_coding = only.rsplit(|&b| b == b',').next().unwrap_or_default();
+            if tes == 1
                 && last_coding.trim_ascii().eq_ignore_ascii_case(b"chunked")
-                && !last.contains(&b',')
+                && !only.contains(&b',')
             {
                 return Ok(BodyFraming::Chunked);
             }
             return Err(http_err(at, "unsupported Transfer-Encoding"));
         }
-        match lengths.as_slice() {
-            [] => Ok(match self.start {
+        match (length, lengths) {
+            (_, 0) => Ok(match self.start {
                 StartLine::Request { .. } => BodyFraming::Empty,
                 StartLine::Response { .. } => BodyFraming::UntilClose,
             }),
-            [one] => {
+            (Some(one), 1) => {
                 let text = one.trim_ascii();
                 if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
                     return Err(http_err(at, "malformed Content-Length"));
@@ -192,12 +209,22 @@ impl Head {
     }
 }
 
-fn collect(headers: &[httparse::Header<'_>]) -> Vec<Header> {
+/// Where each of `headers` (parsed from `buf`, so their slices lie in it) is, as
+/// offsets into `buf`. A slice that did not lie in `buf` would come out empty; httparse
+/// never returns one.
+fn fields(buf: &[u8], headers: &[httparse::Header<'_>]) -> SmallVec<[Field; 16]> {
+    let range = |part: &[u8]| -> (u32, u32) {
+        let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if end <= buf.len() && end <= u32::MAX as usize => (start as u32, end as u32),
+            _ => (0, 0),
+        }
+    };
     headers
         .iter()
-        .map(|h| Header {
-            name: h.name.to_string(),
-            value: h.value.to_vec(),
+        .map(|h| Field {
+            name: range(h.name.as_bytes()),
+            value: range(h.value),
         })
         .collect()
 }
