@@ -70,6 +70,11 @@ pub struct BenchArgs {
     /// Snapshot size in MiB.
     #[arg(long, default_value_t = 64)]
     pub snapmib: u64,
+    /// Warm-up messages before each throughput row is measured. Unset: the anchor's
+    /// rule (a tenth of the row's messages, at most 2,000); more measures a longer
+    /// steady state (a deep queue grows its pools for a while).
+    #[arg(long)]
+    pub warm: Option<u64>,
 }
 
 /// Why the bench failed.
@@ -89,7 +94,8 @@ pub enum BenchError {
     Write(PathBuf, std::io::Error),
 }
 
-fn warm(n: u64) -> u64 {
+/// The anchor's warm-up for a row of `n` messages.
+fn anchor_warm(n: u64) -> u64 {
     (n / 10).min(2000)
 }
 
@@ -126,6 +132,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ));
     }
     let div = if args.quick { 10 } else { 1 };
+    let warm = |n: u64| args.warm.unwrap_or_else(|| anchor_warm(n));
     let wanted =
         |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()));
     let dir = snap_dir();
@@ -310,6 +317,11 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 .to_string(),
         ),
         ("window", args.window.to_string()),
+        (
+            "warm",
+            args.warm
+                .map_or_else(|| "anchor".to_string(), |w| w.to_string()),
+        ),
         ("inline", args.inline.to_string()),
         ("sched", args.sched.name().to_string()),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
