@@ -26,11 +26,13 @@ pub(crate) fn read_u64(buf: &[u8], pos: usize) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-/// Decodes the `u64 len | Entry` at `pos` of a whole frame into `out`, slicing (not
-/// copying) the entry's data out of it. Returns the position after it.
+/// Decodes the `u64 len | Entry` at `pos` of the whole frame `whole` (the start of
+/// `frame`'s bytes, `&frame[..n]`) into `out`, slicing (not copying) the entry's data out
+/// of `frame`; nothing after `whole` is read. Returns the position after it.
 #[inline]
 pub(crate) fn entry_at(
     frame: &Bytes,
+    whole: &[u8],
     pos: usize,
     frame_offset: u64,
     out: &mut Vec<crate::raftpb::Entry>,
@@ -44,14 +46,14 @@ pub(crate) fn entry_at(
             frame_offset + pos as u64,
         )
     };
-    let len = read_u64(frame, pos).ok_or_else(truncated)?;
+    let len = read_u64(whole, pos).ok_or_else(truncated)?;
     let start = pos + 8;
     let end = usize::try_from(len)
         .ok()
         .and_then(|l| start.checked_add(l))
-        .filter(|&e| e <= frame.len())
+        .filter(|&e| e <= whole.len())
         .ok_or_else(truncated)?;
-    crate::raftpb::wire::push_entry(frame, start..end, out).map_err(|e| {
+    crate::raftpb::wire::push_entry(frame, whole, start..end, out).map_err(|e| {
         DecodeError::new(
             DecodeErrorKind::Protobuf {
                 part: Part::Entry,
@@ -162,6 +164,34 @@ impl EntryListScan {
     }
 }
 
+/// Where [`FrameAssembler::next_frame_in_place`] found a whole frame.
+#[derive(Debug)]
+pub(crate) enum Whole {
+    /// It is `input[..n]`, still in the input: parse it there, then `advance(n)` past it.
+    /// No reference to the input's buffer is taken for it.
+    InInput(usize),
+    /// It straddled pieces and was gathered into this buffer, all of it the frame.
+    Gathered(Bytes),
+}
+
+impl Whole {
+    /// Runs `parse` on the frame as `(buffer, end)`, where the frame is `buffer[..end]`,
+    /// then consumes it from `input` if it lay there.
+    #[inline]
+    pub(crate) fn parse<R>(self, input: &mut Bytes, parse: impl FnOnce(&Bytes, usize) -> R) -> R {
+        match self {
+            Whole::InInput(n) => {
+                // `n` was checked against the input when the frame was found.
+                let n = n.min(input.len());
+                let r = parse(input, n);
+                input.advance(n);
+                r
+            }
+            Whole::Gathered(frame) => parse(&frame, frame.len()),
+        }
+    }
+}
+
 /// Collects whole frames from a sequence of input pieces; see the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct FrameAssembler {
@@ -188,8 +218,25 @@ impl FrameAssembler {
     pub(crate) fn next_frame(
         &mut self,
         input: &mut Bytes,
-        mut scan: impl FnMut(&[u8], u64) -> Result<Scan, DecodeError>,
+        scan: impl FnMut(&[u8], u64) -> Result<Scan, DecodeError>,
     ) -> Result<Option<(Bytes, u64)>, DecodeError> {
+        Ok(self
+            .next_frame_in_place(input, scan)?
+            .map(|(whole, offset)| match whole {
+                Whole::InInput(n) => (input.split_to(n), offset),
+                Whole::Gathered(frame) => (frame, offset),
+            }))
+    }
+
+    /// [`next_frame`](Self::next_frame) that leaves a frame lying wholly in `input` where
+    /// it is ([`Whole::InInput`]) rather than splitting it off: splitting takes a
+    /// reference to the input's buffer and lets go of it again, two atomic operations per
+    /// frame that a frame with no payload slices need not pay.
+    pub(crate) fn next_frame_in_place(
+        &mut self,
+        input: &mut Bytes,
+        mut scan: impl FnMut(&[u8], u64) -> Result<Scan, DecodeError>,
+    ) -> Result<Option<(Whole, u64)>, DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -204,7 +251,7 @@ impl FrameAssembler {
         &mut self,
         input: &mut Bytes,
         scan: &mut impl FnMut(&[u8], u64) -> Result<Scan, DecodeError>,
-    ) -> Result<Option<(Bytes, u64)>, DecodeError> {
+    ) -> Result<Option<(Whole, u64)>, DecodeError> {
         let offset = self.offset;
         if self.pending.is_empty() {
             if input.is_empty() {
@@ -213,7 +260,7 @@ impl FrameAssembler {
             match scan(input, offset)? {
                 Scan::Complete(n) if n <= input.len() => {
                     self.offset += n as u64;
-                    return Ok(Some((input.split_to(n), offset)));
+                    return Ok(Some((Whole::InInput(n), offset)));
                 }
                 Scan::Complete(_) => return Err(self.internal(offset)),
                 Scan::Need(total) => {
@@ -237,7 +284,8 @@ impl FrameAssembler {
             match scan(&self.pending, offset)? {
                 Scan::Complete(n) if n <= self.pending.len() => {
                     self.offset += n as u64;
-                    return Ok(Some((self.pending.split_to(n).freeze(), offset)));
+                    let frame = self.pending.split_to(n).freeze();
+                    return Ok(Some((Whole::Gathered(frame), offset)));
                 }
                 Scan::Complete(_) => return Err(self.internal(offset)),
                 Scan::Need(total) => {
@@ -334,6 +382,40 @@ mod tests {
         assert_eq!((&f[8..], off), (&b"c"[..], 10));
         assert!(asm.next_frame(&mut input, len_prefixed).unwrap().is_none());
         asm.finish(len_prefixed, Part::Frame).unwrap();
+    }
+
+    #[test]
+    fn a_whole_frame_in_the_piece_is_parsed_where_it_lies() {
+        let mut input = Bytes::from_static(b"\0\0\0\0\0\0\0\x02ab\0\0\0\0\0\0\0\x01c");
+        let base = input.as_ptr();
+        let mut asm = FrameAssembler::default();
+        let (whole, off) = asm
+            .next_frame_in_place(&mut input, len_prefixed)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(whole, Whole::InInput(10)), "{whole:?}");
+        assert_eq!((off, input.len()), (0, 19), "nothing consumed before the parse");
+        let seen = whole.parse(&mut input, |frame, len| {
+            assert_eq!(frame.as_ptr(), base, "the input itself, not a slice of it");
+            frame[..len].to_vec()
+        });
+        assert_eq!(seen, b"\0\0\0\0\0\0\0\x02ab");
+        assert_eq!(&input[..], b"\0\0\0\0\0\0\0\x01c", "consumed after it");
+        // A frame that straddles pieces comes back gathered, all of it the frame.
+        let mut first = input.slice(..5);
+        let mut rest = input.slice(5..);
+        assert!(asm
+            .next_frame_in_place(&mut first, len_prefixed)
+            .unwrap()
+            .is_none());
+        let (whole, off) = asm
+            .next_frame_in_place(&mut rest, len_prefixed)
+            .unwrap()
+            .unwrap();
+        assert_eq!(off, 10);
+        let seen = whole.parse(&mut rest, |frame, len| (frame.len(), len));
+        assert_eq!(seen, (9, 9));
+        assert!(rest.is_empty());
     }
 
     #[test]

@@ -55,13 +55,14 @@ impl MessageStreamDecoder {
         let max = self.max_frame;
         let Some((frame, offset)) = self
             .asm
-            .next_frame(input, |b, o| scan_len_prefixed(b, 0, max, Part::Message, o))?
+            .next_frame_in_place(input, |b, o| scan_len_prefixed(b, 0, max, Part::Message, o))?
         else {
             return Ok(None);
         };
-        let len = frame.len();
-        wire::merge_message_at(out, &frame, 8)
-            .map_err(|e| self.asm.fail(protobuf_error(Part::Message, e, offset + 8)))?;
+        let (merged, len) = frame.parse(input, |frame, len| {
+            (wire::merge_message_at(out, frame, 8..len), len)
+        });
+        merged.map_err(|e| self.asm.fail(protobuf_error(Part::Message, e, offset + 8)))?;
         let kind = if out.is_link_heartbeat() {
             FrameKind::LinkHeartbeat
         } else {

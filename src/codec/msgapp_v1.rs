@@ -110,12 +110,14 @@ impl MsgAppV1Decoder {
         let scanner = &mut self.scanner;
         let Some((frame, offset)) = self
             .asm
-            .next_frame(input, |b, o| scanner.scan(b, 0, 0, max, o))?
+            .next_frame_in_place(input, |b, o| scanner.scan(b, 0, 0, max, o))?
         else {
             return Ok(None);
         };
-        let len = frame.len();
-        let n = read_u64(&frame, 0).unwrap_or(0);
+        let (entries, len) = frame.parse(input, |frame, len| {
+            (entries_into(frame, len, offset, &mut out.entries), len)
+        });
+        let n = entries.map_err(|e| self.asm.fail(e))?;
         if n == 0 {
             out.msg_type = MessageType::MsgHeartbeat as i32;
             return Ok(Some(FrameInfo {
@@ -123,10 +125,6 @@ impl MsgAppV1Decoder {
                 offset,
                 len,
             }));
-        }
-        let mut pos = 8;
-        for _ in 0..n {
-            pos = entry_at(&frame, pos, offset, &mut out.entries).map_err(|e| self.asm.fail(e))?;
         }
         let first = out.entries[0].index;
         if first == 0 {
@@ -153,6 +151,23 @@ impl MsgAppV1Decoder {
         self.asm
             .finish(|b, o| scanner.scan(b, 0, 0, max, o), Part::Frame)
     }
+}
+
+/// Appends the entries of the whole batch `frame[..len]` (`u64 N | N × (u64 len |
+/// Entry)`) to `entries` and returns N.
+fn entries_into(
+    frame: &Bytes,
+    len: usize,
+    offset: u64,
+    entries: &mut Vec<crate::raftpb::Entry>,
+) -> Result<u64, DecodeError> {
+    let whole = &frame[..len];
+    let n = read_u64(whole, 0).unwrap_or(0);
+    let mut pos = 8;
+    for _ in 0..n {
+        pos = entry_at(frame, whole, pos, offset, entries)?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -107,13 +107,19 @@ impl Scanner {
     }
 }
 
-/// Decodes one msgappv2 connection's body. Create a new one for every connection.
+/// A decoding connection's ends and `(term, index)` state.
 #[derive(Debug)]
-pub struct MsgAppV2Decoder {
+struct Conn {
     local: u64,
     remote: u64,
     term: u64,
     index: u64,
+}
+
+/// Decodes one msgappv2 connection's body. Create a new one for every connection.
+#[derive(Debug)]
+pub struct MsgAppV2Decoder {
+    conn: Conn,
     max_frame: u64,
     asm: FrameAssembler,
     scanner: Scanner,
@@ -124,10 +130,12 @@ impl MsgAppV2Decoder {
     /// `from = remote` and `to = local`.
     pub fn new(local: u64, remote: u64, limits: &Limits) -> Self {
         MsgAppV2Decoder {
-            local,
-            remote,
-            term: 0,
-            index: 0,
+            conn: Conn {
+                local,
+                remote,
+                term: 0,
+                index: 0,
+            },
             max_frame: limits.max_frame,
             asm: FrameAssembler::default(),
             scanner: Scanner::default(),
@@ -148,49 +156,54 @@ impl MsgAppV2Decoder {
         out.clear();
         let max = self.max_frame;
         let scanner = &mut self.scanner;
-        let Some((frame, offset)) = self.asm.next_frame(input, |b, o| scanner.scan(b, o, max))?
+        let Some((frame, offset)) = self
+            .asm
+            .next_frame_in_place(input, |b, o| scanner.scan(b, o, max))?
         else {
             return Ok(None);
         };
-        let len = frame.len();
-        let kind = self
-            .parse(frame, offset, out)
-            .map_err(|e| self.asm.fail(e))?;
+        let (kind, len) = frame.parse(input, |frame, len| {
+            (Self::parse(&mut self.conn, frame, len, offset, out), len)
+        });
+        let kind = kind.map_err(|e| self.asm.fail(e))?;
         Ok(Some(FrameInfo { kind, offset, len }))
     }
 
+    /// Parses the whole frame `frame[..len]` into `out`, following `conn`'s state.
     fn parse(
-        &mut self,
-        frame: Bytes,
+        conn: &mut Conn,
+        frame: &Bytes,
+        len: usize,
         offset: u64,
         out: &mut Message,
     ) -> Result<FrameKind, DecodeError> {
-        match frame.first() {
+        let whole = &frame[..len];
+        match whole.first() {
             Some(&TAG_LINK_HEARTBEAT) => {
                 out.msg_type = MessageType::MsgHeartbeat as i32;
                 Ok(FrameKind::LinkHeartbeat)
             }
             Some(&TAG_APP_ENTRIES) => {
-                let n = read_u64(&frame, 1).unwrap_or(0);
+                let n = read_u64(whole, 1).unwrap_or(0);
                 let mut pos = 9usize;
                 for _ in 0..n {
-                    pos = entry_at(&frame, pos, offset, &mut out.entries)?;
+                    pos = entry_at(frame, whole, pos, offset, &mut out.entries)?;
                 }
                 out.msg_type = MessageType::MsgApp as i32;
-                out.from = self.remote;
-                out.to = self.local;
-                out.term = self.term;
-                out.log_term = self.term;
-                out.index = self.index;
-                out.commit = read_u64(&frame, pos).unwrap_or(0);
-                self.index = self.index.wrapping_add(n);
+                out.from = conn.remote;
+                out.to = conn.local;
+                out.term = conn.term;
+                out.log_term = conn.term;
+                out.index = conn.index;
+                out.commit = read_u64(whole, pos).unwrap_or(0);
+                conn.index = conn.index.wrapping_add(n);
                 Ok(FrameKind::AppEntries)
             }
             _ => {
-                wire::merge_message_at(out, &frame, 9)
+                wire::merge_message_at(out, frame, 9..len)
                     .map_err(|e| protobuf_error(Part::Message, e, offset + 9))?;
-                self.term = out.term;
-                self.index = out.entries.last().map_or(out.index, |e| e.index);
+                conn.term = out.term;
+                conn.index = out.entries.last().map_or(out.index, |e| e.index);
                 Ok(FrameKind::MsgApp)
             }
         }
@@ -205,7 +218,7 @@ impl MsgAppV2Decoder {
 
     /// The connection state `(term, index)` after the frames decoded so far.
     pub fn state(&self) -> (u64, u64) {
-        (self.term, self.index)
+        (self.conn.term, self.conn.index)
     }
 }
 

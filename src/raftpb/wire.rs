@@ -378,16 +378,18 @@ pub fn decode_entry(src: &Bytes) -> Result<Entry, prost::DecodeError> {
     }
 }
 
-/// Decodes `src[range]` as an [`Entry`] and appends it to `out`, building it in place.
-/// Payloads are slices of `src`; results and errors are prost's. `range` must lie within
-/// `src`: the frame decoders check it against the frame before they call this.
+/// Decodes `bytes[range]` as an [`Entry`] and appends it to `out`, building it in place;
+/// `bytes` is `src`'s bytes or a start of them. Payloads are slices of `src`; results and
+/// errors are prost's. `range` must lie within `bytes`: the frame decoders check it
+/// against the frame before they call this.
 #[inline]
 pub(crate) fn push_entry(
     src: &Bytes,
+    bytes: &[u8],
     range: std::ops::Range<usize>,
     out: &mut Vec<Entry>,
 ) -> Result<(), prost::DecodeError> {
-    match src.get(range.clone()).and_then(entry_fields) {
+    match bytes.get(range.clone()).and_then(entry_fields) {
         Some(fields) => out.push(entry_from(src, range.start, fields)),
         None => out.push(Entry::decode(src.slice(range))?),
     }
@@ -398,29 +400,34 @@ pub(crate) fn push_entry(
 /// appended (reusing `out.entries`' capacity) and payloads are slices of `src`.
 /// On failure `out` is left cleared or partly filled, as after a failed prost merge.
 pub fn merge_message(out: &mut Message, src: Bytes) -> Result<(), prost::DecodeError> {
-    merge_message_at(out, &src, 0)
+    let len = src.len();
+    merge_message_at(out, &src, 0..len)
 }
 
-/// [`merge_message`] for the message that fills `frame` from byte `start` on (a stream
-/// frame after its header), without taking a reference to a slice of it first: a
-/// message with no payloads then touches `frame`'s reference count not at all.
+/// [`merge_message`] for the message in `src[range]` (a stream frame after its header,
+/// where `src` may hold more frames after it), without taking a reference to a slice of
+/// `src` first: a message with no payloads then touches `src`'s reference count not at
+/// all. A range beyond `src` is cut to it.
 pub fn merge_message_at(
     out: &mut Message,
-    frame: &Bytes,
-    start: usize,
+    src: &Bytes,
+    range: std::ops::Range<usize>,
 ) -> Result<(), prost::DecodeError> {
-    let start = start.min(frame.len());
-    if merge_fast(out, frame, start).is_some() {
+    let end = range.end.min(src.len());
+    let start = range.start.min(end);
+    if merge_fast(out, src, start, end).is_some() {
         return Ok(());
     }
     out.clear();
-    out.merge(frame.slice(start..))
+    out.merge(src.slice(start..end))
 }
 
-/// The fast path of [`merge_message_at`]; `None` leaves `out` for the caller to clear.
-fn merge_fast(out: &mut Message, src: &Bytes, start: usize) -> Option<()> {
+/// The fast path of [`merge_message_at`] over `src[start..end]`; `None` leaves `out` for
+/// the caller to clear. Payloads are slices of `src`, at `src`'s own positions.
+fn merge_fast(out: &mut Message, src: &Bytes, start: usize, end: usize) -> Option<()> {
+    // The reader sees the message's end as the buffer's: nothing after it is read.
     let mut r = Reader {
-        buf: src,
+        buf: &src[..end],
         pos: start,
     };
     let mut last = 0u8;
@@ -586,18 +593,23 @@ mod tests {
         b.to_vec()
     }
 
-    /// Decodes `raw` as it stands after a frame header of 0 to 9 bytes (chosen by its
-    /// length), so that every property test covers both `merge_message` and the offset
-    /// of `merge_message_at`.
+    /// Decodes `raw` as it stands after a frame header of 0 to 9 bytes and before 0 to 2
+    /// bytes of what follows it in the stream (both chosen by its length), so that every
+    /// property test covers `merge_message` and the range of `merge_message_at`. What
+    /// follows is `68 01` (vote = 1), or its first byte: read by mistake, it would be
+    /// taken as a field or as the rest of a cut-short one and change the answer.
     fn decoded(raw: &[u8]) -> Result<Message, prost::DecodeError> {
         let mut m = Message::default();
         let header = raw.len() % 10;
-        if header == 0 {
+        let trailer = raw.len() % 3;
+        if header == 0 && trailer == 0 {
             return merge_message(&mut m, Bytes::copy_from_slice(raw)).map(|()| m);
         }
         let mut frame = vec![0xff; header];
         frame.extend_from_slice(raw);
-        merge_message_at(&mut m, &Bytes::from(frame), header).map(|()| m)
+        frame.extend_from_slice(&[0x68, 0x01][..trailer]);
+        let end = header + raw.len();
+        merge_message_at(&mut m, &Bytes::from(frame), header..end).map(|()| m)
     }
 
     proptest! {
@@ -616,7 +628,7 @@ mod tests {
             prop_assert_eq!(&framed[8..], &b[..]);
             let mut into = vec![Entry::default()];
             let framed = framed.freeze();
-            push_entry(&framed, 8..framed.len(), &mut into).unwrap();
+            push_entry(&framed, &framed, 8..framed.len(), &mut into).unwrap();
             prop_assert_eq!(&into[1], &e);
         }
 
@@ -697,7 +709,7 @@ mod tests {
         for h in eras {
             let raw = Bytes::from(hex::decode(h.replace(' ', "")).unwrap());
             let mut m = Message::default();
-            assert!(merge_fast(&mut m, &raw, 0).is_some(), "{h}");
+            assert!(merge_fast(&mut m, &raw, 0, raw.len()).is_some(), "{h}");
             assert!(m.is_link_heartbeat());
         }
         let m = Message {
