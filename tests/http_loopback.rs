@@ -63,6 +63,12 @@ impl StreamBody for Batches {
     }
 }
 
+thread_local! {
+    /// `/raft` handlers running on this thread now, and the most at once.
+    static RUNNING: Cell<usize> = const { Cell::new(0) };
+    static MOST_RUNNING: Cell<usize> = const { Cell::new(0) };
+}
+
 /// Starts a server with a pipeline-like route, a stream route and a streamed-body route.
 fn start_server<B: Backend>(
     cfg: ServerConfig,
@@ -84,6 +90,15 @@ fn start_server<B: Backend>(
                     };
                     seen.borrow_mut()
                         .push(format!("{} {}", req.remote.port(), body.len()));
+                    // Done a moment later, as a handler that waits for the processor
+                    // thread: an answer the server holds back while it waits for
+                    // input would show.
+                    RUNNING.with(|r| {
+                        r.set(r.get() + 1);
+                        MOST_RUNNING.with(|m| m.set(m.get().max(r.get())));
+                    });
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    RUNNING.with(|r| r.set(r.get() - 1));
                     Response::empty(204)
                 }
             },
@@ -680,11 +695,14 @@ impl IoTask for Pipelined {
             "{seen_now:?}"
         );
 
-        // The idle connection is reused for the next batch.
+        // The idle connection is reused for the next batch, whose requests arrive whole
+        // in one read: each handler starts before the earlier ones are answered.
+        MOST_RUNNING.with(|m| m.set(0));
         let (got, error) = c
-            .pipelined(&url, pipelined_wire(&url, &[1, 2], None), 2)
+            .pipelined(&url, pipelined_wire(&url, &[1, 2, 3, 4], None), 4)
             .await;
-        assert!(error.is_none() && got.len() == 2, "{error:?}");
+        assert!(error.is_none() && got.len() == 4, "{error:?}");
+        assert_eq!(MOST_RUNNING.with(Cell::get), 4, "handlers ran side by side");
         assert!(
             seen.borrow()[3].starts_with(&port),
             "reused: {:?}",
@@ -706,25 +724,27 @@ impl IoTask for Pipelined {
         // A response held back while the next request was already arriving goes out
         // before the server waits for the rest of that request: a client may wait for
         // the first answer before it sends more.
+        // The second request is cut inside its body, then inside its head.
         let wire = pipelined_wire(&url, &[3, 50], None);
-        let cut = wire.len() - 20;
-        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
-        let (r, _) = conn.write_all(wire.slice(..cut)).await;
-        r.unwrap();
-        let read = tokio::time::timeout(
-            Duration::from_secs(2),
-            conn.read(BytesMut::with_capacity(4096)),
-        )
-        .await;
-        let Ok((Ok(n), first)) = read else {
-            panic!("the first answer was held back behind a partial request")
-        };
-        assert!(first[..n].starts_with(b"HTTP/1.1 204"));
-        let (r, _) = conn.write_all(wire.slice(cut..)).await;
-        r.unwrap();
-        let (r, second) = conn.read(BytesMut::with_capacity(4096)).await;
-        assert!(second[..r.unwrap()].starts_with(b"HTTP/1.1 204"));
-        drop(conn);
+        let first_len = pipelined_wire(&url, &[3], None).len();
+        for cut in [wire.len() - 20, first_len + 10] {
+            let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+            let (r, _) = conn.write_all(wire.slice(..cut)).await;
+            r.unwrap();
+            let read = tokio::time::timeout(
+                Duration::from_secs(2),
+                conn.read(BytesMut::with_capacity(4096)),
+            )
+            .await;
+            let Ok((Ok(n), first)) = read else {
+                panic!("the first answer was held back behind a partial request (cut {cut})")
+            };
+            assert!(first[..n].starts_with(b"HTTP/1.1 204"));
+            let (r, _) = conn.write_all(wire.slice(cut..)).await;
+            r.unwrap();
+            let (r, second) = conn.read(BytesMut::with_capacity(4096)).await;
+            assert!(second[..r.unwrap()].starts_with(b"HTTP/1.1 204"));
+        }
 
         // Raw bytes: the answers to pipelined requests all arrive before the close.
         let (text, took) =

@@ -394,7 +394,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(matches!(whole, Whole::InInput(10)), "{whole:?}");
-        assert_eq!((off, input.len()), (0, 19), "nothing consumed before the parse");
+        assert_eq!(
+            (off, input.len()),
+            (0, 19),
+            "nothing consumed before the parse"
+        );
         let seen = whole.parse(&mut input, |frame, len| {
             assert_eq!(frame.as_ptr(), base, "the input itself, not a slice of it");
             frame[..len].to_vec()

@@ -202,20 +202,8 @@ impl<C: Conn> HttpIo<C> {
         }
         loop {
             if !self.rbuf.is_empty() {
-                let parsed = match kind {
-                    HeadKind::Request => Head::parse_request(&self.rbuf, self.max_head),
-                    HeadKind::Response => Head::parse_response(&self.rbuf, self.max_head),
-                };
-                match parsed {
-                    Ok(Some(head)) => {
-                        self.rbuf.advance(head.len);
-                        return Ok(Some(head));
-                    }
-                    Ok(None) => {}
-                    Err(_) if self.rbuf.len() >= self.max_head => {
-                        return Err(HttpError::HeadTooLarge(self.max_head))
-                    }
-                    Err(e) => return Err(e.into()),
+                if let Some(head) = self.try_read_head(kind)? {
+                    return Ok(Some(head));
                 }
             }
             let n = self.fill(by, "reading the message head").await?;
@@ -231,6 +219,32 @@ impl<C: Conn> HttpIo<C> {
                 by = Instant::now() + self.timeouts.read;
             }
         }
+    }
+
+    /// The next head if the bytes already read hold all of it; `Ok(None)` (having read
+    /// nothing) if they do not. Errors are [`read_head`](Self::read_head)'s.
+    pub fn try_read_head(&mut self, kind: HeadKind) -> Result<Option<Head>, HttpError> {
+        self.unfreeze_pending();
+        let parsed = match kind {
+            HeadKind::Request => Head::parse_request(&self.rbuf, self.max_head),
+            HeadKind::Response => Head::parse_response(&self.rbuf, self.max_head),
+        };
+        match parsed {
+            Ok(Some(head)) => {
+                self.rbuf.advance(head.len);
+                Ok(Some(head))
+            }
+            Ok(None) => Ok(None),
+            Err(_) if self.rbuf.len() >= self.max_head => {
+                Err(HttpError::HeadTooLarge(self.max_head))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether at least `n` bytes are read and not yet consumed.
+    pub fn has_buffered(&self, n: u64) -> bool {
+        (self.pending.len() + self.rbuf.len()) as u64 >= n
     }
 
     /// The next body event, reading as needed; each read waits up to the read timeout.

@@ -7,6 +7,7 @@ pub mod chunked;
 pub mod client;
 pub mod head;
 pub mod io;
+pub mod pipelined;
 pub mod router;
 pub mod server;
 pub mod write;

@@ -19,6 +19,7 @@ use super::body::{BodyDecoder, BodyEvent};
 use super::chunked::{begin_chunk, end_chunk, LAST_CHUNK};
 use super::head::{BodyFraming, StartLine};
 use super::io::{HeadKind, HttpError, HttpIo};
+use super::pipelined::Pipelined;
 use super::router::{BodyMode, Request, RequestBody, Response, ResponseBody, Router, StreamBody};
 use super::write::{write_response_head, Framing};
 use crate::io::{Backend, BufferPool, Conn, Listener, Timeouts};
@@ -139,22 +140,83 @@ impl Server {
         io.release(&self.pool);
     }
 
-    /// Answers requests on `io` until the connection should close.
+    /// Answers requests on `io` until the connection should close. `POST`s with a whole
+    /// body are answered pipelined (see [`Pipelined`]): while another request is already
+    /// buffered, the server starts its handler before it writes earlier answers.
     async fn requests<C: Conn>(
         &self,
         io: &mut HttpIo<C>,
         remote: SocketAddr,
     ) -> Result<(), HttpError> {
+        let mut pipelined = Pipelined::default();
+        let result = self.requests_pipelined(io, remote, &mut pipelined).await;
+        if result.is_ok() && !pipelined.is_empty() {
+            // The client stopped sending: it still gets what it is owed.
+            self.write_answers(io, &mut pipelined).await?;
+        }
+        result
+    }
+
+    /// Queues every answer owed in `pipelined` behind what [`HttpIo::out`] holds, waiting
+    /// for each handler in turn, and writes them all.
+    async fn write_answers<C: Conn>(
+        &self,
+        io: &mut HttpIo<C>,
+        pipelined: &mut Pipelined,
+    ) -> Result<(), HttpError> {
+        while let Some(r) = pipelined.next().await {
+            if let Some(body) = queue_answer(io, r) {
+                // Only a streaming body cannot be queued; write what comes before it.
+                io.flush(None).await?;
+                return self.respond_now(io, body, true).await;
+            }
+        }
+        io.flush(None).await
+    }
+
+    async fn requests_pipelined<C: Conn>(
+        &self,
+        io: &mut HttpIo<C>,
+        remote: SocketAddr,
+        pipelined: &mut Pipelined,
+    ) -> Result<(), HttpError> {
         loop {
-            let head = match io
-                .read_head(HeadKind::Request, self.config.timeouts.idle)
-                .await
-            {
+            // Queue the answers that are ready, in order; with no further request
+            // buffered (or enough owed), wait for all of them and write them at once.
+            while let Some(r) = pipelined.ready().await {
+                if let Some(stream) = queue_answer(io, r) {
+                    io.flush(None).await?;
+                    return self.respond_now(io, stream, true).await;
+                }
+            }
+            if !pipelined.is_empty() && (!io.has_buffered_input() || pipelined.is_full()) {
+                self.write_answers(io, pipelined).await?;
+            }
+            // A request read ahead of owed answers must be whole in what was read: a
+            // client may wait for the answers before it sends the rest.
+            let buffered_head = if pipelined.is_empty() {
+                Ok(None)
+            } else {
+                io.try_read_head(HeadKind::Request)
+            };
+            let head = match buffered_head {
+                Ok(Some(head)) => Ok(Some(head)),
+                Ok(None) => {
+                    if !pipelined.is_empty() {
+                        self.write_answers(io, pipelined).await?;
+                    }
+                    io.read_head(HeadKind::Request, self.config.timeouts.idle)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let head = match head {
                 Ok(Some(head)) => head,
                 Ok(None) => return Ok(()),
                 Err(HttpError::HeadTooLarge(n)) => {
                     self.respond(
                         io,
+                        pipelined,
                         Response::error(431, "Request Header Fields Too Large"),
                         true,
                     )
@@ -162,7 +224,7 @@ impl Server {
                     return Err(HttpError::HeadTooLarge(n));
                 }
                 Err(HttpError::Decode(e)) => {
-                    self.respond(io, Response::error(400, "Bad Request"), true)
+                    self.respond(io, pipelined, Response::error(400, "Bad Request"), true)
                         .await?;
                     return Err(e.into());
                 }
@@ -171,7 +233,7 @@ impl Server {
             let framing = match head.body_framing() {
                 Ok(f) => f,
                 Err(e) => {
-                    self.respond(io, Response::error(400, "Bad Request"), true)
+                    self.respond(io, pipelined, Response::error(400, "Bad Request"), true)
                         .await?;
                     return Err(e.into());
                 }
@@ -185,6 +247,7 @@ impl Server {
                 // Go's NotFound; the unread body makes the connection unusable.
                 self.respond(
                     io,
+                    pipelined,
                     Response::error(404, "404 page not found"),
                     close || has_body,
                 )
@@ -198,15 +261,29 @@ impl Server {
             let response = match route.body {
                 BodyMode::Buffered(max) => {
                     if matches!(framing, BodyFraming::Length(n) if n > max) {
-                        self.respond(io, Response::error(413, "Request Entity Too Large"), true)
-                            .await?;
+                        self.respond(
+                            io,
+                            pipelined,
+                            Response::error(413, "Request Entity Too Large"),
+                            true,
+                        )
+                        .await?;
                         return Ok(());
+                    }
+                    let whole = match framing {
+                        BodyFraming::Empty => true,
+                        BodyFraming::Length(n) => io.has_buffered(n),
+                        _ => false,
+                    };
+                    if !whole && !pipelined.is_empty() {
+                        self.write_answers(io, pipelined).await?;
                     }
                     let body = match io.read_body_to_end(&mut dec, max).await {
                         Ok(b) => b,
                         Err(HttpError::BodyTooLarge(_)) => {
                             self.respond(
                                 io,
+                                pipelined,
                                 Response::error(413, "Request Entity Too Large"),
                                 true,
                             )
@@ -214,12 +291,13 @@ impl Server {
                             return Ok(());
                         }
                         Err(HttpError::Decode(e)) => {
-                            self.respond(io, Response::error(400, "Bad Request"), true)
+                            self.respond(io, pipelined, Response::error(400, "Bad Request"), true)
                                 .await?;
                             return Err(e.into());
                         }
                         Err(e) => return Err(e),
                     };
+                    let post = method == "POST";
                     let req = Request {
                         head,
                         method,
@@ -227,6 +305,10 @@ impl Server {
                         body: RequestBody::Full(body),
                         remote,
                     };
+                    if post && !close {
+                        pipelined.start(route.handler.call(req)).await;
+                        continue;
+                    }
                     route.handler.call(req).await
                 }
                 BodyMode::Streamed => {
@@ -246,15 +328,30 @@ impl Server {
                 }
             };
             let is_stream = matches!(response.body, ResponseBody::Stream(_));
-            self.respond(io, response, close).await?;
+            self.respond(io, pipelined, response, close).await?;
             if close || is_stream {
                 return Ok(());
             }
         }
     }
 
-    /// Writes `response`; a streaming body is written until it ends.
+    /// Writes `response`, after every answer still owed to pipelined requests; a
+    /// streaming body is written until it ends.
     async fn respond<C: Conn>(
+        &self,
+        io: &mut HttpIo<C>,
+        pipelined: &mut Pipelined,
+        response: Response,
+        close: bool,
+    ) -> Result<(), HttpError> {
+        if !pipelined.is_empty() {
+            self.write_answers(io, pipelined).await?;
+        }
+        self.respond_now(io, response, close).await
+    }
+
+    /// Writes `response` with nothing owed before it.
+    async fn respond_now<C: Conn>(
         &self,
         io: &mut HttpIo<C>,
         response: Response,
@@ -346,6 +443,23 @@ impl Server {
         io.close();
         result
     }
+}
+
+/// Puts the answer to a pipelined request into [`HttpIo::out`], to be flushed with the
+/// others; hands back a response with a streaming body, which cannot wait there.
+fn queue_answer<C: Conn>(io: &mut HttpIo<C>, response: Response) -> Option<Response> {
+    let framing = match &response.body {
+        ResponseBody::Empty if response.status == 204 || response.status == 304 => Framing::None,
+        ResponseBody::Empty if response.status < 200 => Framing::None,
+        ResponseBody::Empty => Framing::Length(0),
+        ResponseBody::Full(body) => Framing::Length(body.len() as u64),
+        ResponseBody::Stream(_) => return Some(response),
+    };
+    write_response_head(io.out(), response.status, &response.headers, framing, false);
+    if let ResponseBody::Full(body) = &response.body {
+        io.out().extend_from_slice(body);
+    }
+    None
 }
 
 /// Feeds a request body into the handler's channel; returns whether it was read whole.
