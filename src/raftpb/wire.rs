@@ -696,6 +696,43 @@ mod tests {
         }
     }
 
+    /// The reader's varints at every length boundary, and padded (non-minimal) ones,
+    /// read as prost reads them.
+    #[test]
+    fn varints_of_every_length_read_as_prosts() {
+        let mut values = vec![0, u64::MAX];
+        for k in 1..10 {
+            let edge = 1u64 << (7 * k);
+            values.extend([edge - 1, edge, edge + 1]);
+        }
+        for v in values {
+            let mut raw = Vec::new();
+            prost::encoding::encode_varint(v, &mut raw);
+            raw.push(0x08); // what follows is not read
+            let mut r = Reader { buf: &raw, pos: 0 };
+            assert_eq!(r.varint(), Some(v), "{v}");
+            assert_eq!(r.pos, varint_len(v), "{v}");
+        }
+        for padded in [
+            &[0x80, 0x80, 0x80, 0x00][..],
+            &[0xff, 0xff, 0xff, 0x7f],
+            &[0x81, 0x00],
+        ] {
+            let want = prost::encoding::decode_varint(&mut &padded[..]).unwrap();
+            let mut r = Reader {
+                buf: padded,
+                pos: 0,
+            };
+            assert_eq!((r.varint(), r.pos), (Some(want), padded.len()));
+        }
+        // Cut short: no value, as prost.
+        let mut r = Reader {
+            buf: &[0x80, 0x80, 0x80],
+            pos: 0,
+        };
+        assert_eq!(r.varint(), None);
+    }
+
     /// Every era's link heartbeat takes the fast path (spec §2.2), and a payload is a
     /// slice of the input rather than a copy.
     #[test]
