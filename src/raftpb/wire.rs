@@ -212,7 +212,7 @@ pub fn encode_message<S: FrameSink + ?Sized>(m: &Message, dst: &mut S) {
     head.field(0x20, m.term);
     head.field(0x28, m.log_term);
     head.field(0x30, m.index);
-    dst.buf().put_slice(head.as_slice());
+    head.append_to(dst.buf());
     for e in &m.entries {
         let mut t = Scratch::<11>::new();
         t.field(0x3a, entry_len(e) as u64);
@@ -231,7 +231,7 @@ pub fn encode_message<S: FrameSink + ?Sized>(m: &Message, dst: &mut S) {
     if let Some(c) = &m.context {
         tail.field(0x62, c.len() as u64);
     }
-    dst.buf().put_slice(tail.as_slice());
+    tail.append_to(dst.buf());
     if let Some(c) = &m.context {
         dst.put_payload(c);
     }
