@@ -214,18 +214,12 @@ impl Server {
                 Ok(Some(head)) => head,
                 Ok(None) => return Ok(()),
                 Err(HttpError::HeadTooLarge(n)) => {
-                    self.respond(
-                        io,
-                        pipelined,
-                        Response::error(431, "Request Header Fields Too Large"),
-                        true,
-                    )
-                    .await?;
+                    self.refuse(io, pipelined, 431, "Request Header Fields Too Large")
+                        .await?;
                     return Err(HttpError::HeadTooLarge(n));
                 }
                 Err(HttpError::Decode(e)) => {
-                    self.respond(io, pipelined, Response::error(400, "Bad Request"), true)
-                        .await?;
+                    self.refuse(io, pipelined, 400, "Bad Request").await?;
                     return Err(e.into());
                 }
                 Err(e) => return Err(e),
@@ -233,8 +227,7 @@ impl Server {
             let framing = match head.body_framing() {
                 Ok(f) => f,
                 Err(e) => {
-                    self.respond(io, pipelined, Response::error(400, "Bad Request"), true)
-                        .await?;
+                    self.refuse(io, pipelined, 400, "Bad Request").await?;
                     return Err(e.into());
                 }
             };
@@ -261,13 +254,8 @@ impl Server {
             let response = match route.body {
                 BodyMode::Buffered(max) => {
                     if matches!(framing, BodyFraming::Length(n) if n > max) {
-                        self.respond(
-                            io,
-                            pipelined,
-                            Response::error(413, "Request Entity Too Large"),
-                            true,
-                        )
-                        .await?;
+                        self.refuse(io, pipelined, 413, "Request Entity Too Large")
+                            .await?;
                         return Ok(());
                     }
                     let whole = match framing {
@@ -281,18 +269,12 @@ impl Server {
                     let body = match io.read_body_to_end(&mut dec, max).await {
                         Ok(b) => b,
                         Err(HttpError::BodyTooLarge(_)) => {
-                            self.respond(
-                                io,
-                                pipelined,
-                                Response::error(413, "Request Entity Too Large"),
-                                true,
-                            )
-                            .await?;
+                            self.refuse(io, pipelined, 413, "Request Entity Too Large")
+                                .await?;
                             return Ok(());
                         }
                         Err(HttpError::Decode(e)) => {
-                            self.respond(io, pipelined, Response::error(400, "Bad Request"), true)
-                                .await?;
+                            self.refuse(io, pipelined, 400, "Bad Request").await?;
                             return Err(e.into());
                         }
                         Err(e) => return Err(e),
@@ -333,6 +315,19 @@ impl Server {
                 return Ok(());
             }
         }
+    }
+
+    /// Answers a request the server itself refuses with Go's `http.Error` text, after
+    /// every answer still owed, and has the connection closed.
+    async fn refuse<C: Conn>(
+        &self,
+        io: &mut HttpIo<C>,
+        pipelined: &mut Pipelined,
+        status: u16,
+        text: &str,
+    ) -> Result<(), HttpError> {
+        self.respond(io, pipelined, Response::error(status, text), true)
+            .await
     }
 
     /// Writes `response`, after every answer still owed to pipelined requests; a
