@@ -294,6 +294,11 @@ impl Server {
                     route.handler.call(req).await
                 }
                 BodyMode::Streamed => {
+                    // The body is read as the handler goes, however long it takes:
+                    // what is owed goes out first.
+                    if !pipelined.is_empty() {
+                        self.write_answers(io, pipelined).await?;
+                    }
                     let (tx, rx) = mpsc::channel(8);
                     let req = Request {
                         head,
