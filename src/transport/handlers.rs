@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use prost::Message as _;
 
 use super::checks::{check_post, check_stream, finish, post_base, stream_base};
 use super::raft::ProcessError;
@@ -114,8 +113,11 @@ async fn pipeline(shared: Arc<Shared>, req: Request) -> Response {
             Response::error(400, "error reading raft message"),
         );
     };
-    let m = match Message::decode(body.clone()) {
-        Ok(m) => m,
+    // The hand-written fast path (prost's result for anything it does not take), with
+    // payloads sliced from the body rather than copied.
+    let mut m = Message::default();
+    let m = match crate::raftpb::wire::merge_message(&mut m, body.clone()) {
+        Ok(()) => m,
         Err(e) => {
             tracing::warn!(local_member_id = %format_args!("{:x}", local.id), error = %e, "failed to unmarshal Raft message");
             return finish(
