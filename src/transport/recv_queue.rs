@@ -206,7 +206,8 @@ impl RecvQueue {
             page.commit();
         }
         st.queued += 1;
-        let wake = st.waiting;
+        // One wake-up per sleep: the worker takes every queued page once it runs.
+        let wake = std::mem::take(&mut st.waiting);
         drop(st);
         if wake {
             self.cv.notify_one();
@@ -259,7 +260,8 @@ impl RecvQueue {
             }
         }
         st.queued += take;
-        let wake = st.waiting;
+        // One wake-up per sleep: the worker takes every queued page once it runs.
+        let wake = std::mem::take(&mut st.waiting);
         drop(st);
         if wake {
             self.cv.notify_one();
