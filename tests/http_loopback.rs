@@ -667,6 +667,28 @@ fn pipelined_wire(url: &PeerUrl, sizes: &[usize], close_at: Option<usize>) -> By
     wire.freeze()
 }
 
+/// Sends `first` (a whole request and part of the next) on a new connection, expects
+/// the first answer within 2 s, without the rest, then sends `rest` and expects the
+/// second answer: 204 both times.
+async fn answered_before_the_rest<B: Backend>(url: &PeerUrl, first: Bytes, rest: Bytes) {
+    let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+    let (r, _) = conn.write_all(first).await;
+    r.unwrap();
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        conn.read(BytesMut::with_capacity(4096)),
+    )
+    .await;
+    let Ok((Ok(n), answer)) = read else {
+        panic!("the first answer was held back behind a partial request")
+    };
+    assert!(answer[..n].starts_with(b"HTTP/1.1 204"));
+    let (r, _) = conn.write_all(rest).await;
+    r.unwrap();
+    let (r, answer) = conn.read(BytesMut::with_capacity(4096)).await;
+    assert!(answer[..r.unwrap()].starts_with(b"HTTP/1.1 204"));
+}
+
 #[derive(Clone)]
 struct Pipelined;
 impl IoTask for Pipelined {
@@ -723,27 +745,12 @@ impl IoTask for Pipelined {
 
         // A response held back while the next request was already arriving goes out
         // before the server waits for the rest of that request: a client may wait for
-        // the first answer before it sends more.
-        // The second request is cut inside its body, then inside its head.
+        // the first answer before it sends more. The second request is cut inside its
+        // body, then inside its head.
         let wire = pipelined_wire(&url, &[3, 50], None);
         let first_len = pipelined_wire(&url, &[3], None).len();
         for cut in [wire.len() - 20, first_len + 10] {
-            let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
-            let (r, _) = conn.write_all(wire.slice(..cut)).await;
-            r.unwrap();
-            let read = tokio::time::timeout(
-                Duration::from_secs(2),
-                conn.read(BytesMut::with_capacity(4096)),
-            )
-            .await;
-            let Ok((Ok(n), first)) = read else {
-                panic!("the first answer was held back behind a partial request (cut {cut})")
-            };
-            assert!(first[..n].starts_with(b"HTTP/1.1 204"));
-            let (r, _) = conn.write_all(wire.slice(cut..)).await;
-            r.unwrap();
-            let (r, second) = conn.read(BytesMut::with_capacity(4096)).await;
-            assert!(second[..r.unwrap()].starts_with(b"HTTP/1.1 204"));
+            answered_before_the_rest::<B>(&url, wire.slice(..cut), wire.slice(cut..)).await;
         }
 
         // A streamed body (a snapshot) after a pipelined POST: the POST's answer goes out
@@ -760,22 +767,7 @@ impl IoTask for Pipelined {
                 Framing::Length(10),
             );
             wire.extend_from_slice(b"0123");
-            let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
-            let (r, _) = conn.write_all(wire.freeze()).await;
-            r.unwrap();
-            let read = tokio::time::timeout(
-                Duration::from_secs(2),
-                conn.read(BytesMut::with_capacity(4096)),
-            )
-            .await;
-            let Ok((Ok(n), first)) = read else {
-                panic!("the POST's answer was held back behind a streamed body")
-            };
-            assert!(first[..n].starts_with(b"HTTP/1.1 204"));
-            let (r, _) = conn.write_all(Bytes::from_static(b"456789")).await;
-            r.unwrap();
-            let (r, second) = conn.read(BytesMut::with_capacity(4096)).await;
-            assert!(second[..r.unwrap()].starts_with(b"HTTP/1.1 204"));
+            answered_before_the_rest::<B>(&url, wire.freeze(), Bytes::from_static(b"456789")).await;
             assert!(
                 seen.borrow().iter().any(|s| s == "snapshot 10"),
                 "{:?}",
