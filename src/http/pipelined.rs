@@ -61,8 +61,8 @@ impl Pipelined {
         .await;
     }
 
-    /// The oldest response if its handler has finished, without waiting. Handlers that
-    /// are still running are polled (and will wake the connection when they can go on).
+    /// The oldest response if its handler has finished, without waiting. A handler that
+    /// is still running wakes the connection when it can go on.
     pub async fn ready(&mut self) -> Option<Response> {
         poll_fn(|cx| match self.poll_front(cx) {
             Poll::Ready(r) => Poll::Ready(Some(r)),
@@ -79,11 +79,13 @@ impl Pipelined {
         poll_fn(|cx| self.poll_front(cx).map(Some)).await
     }
 
-    /// Polls every running handler (later ones may finish first) and pops the oldest
-    /// answer if it is done.
+    /// Polls the oldest handler and pops its answer if it is done. Later handlers are
+    /// not polled: each was polled once when it started, which handed its work on, and
+    /// it is polled again when it is the oldest; polling them all on every call would
+    /// make answering n pipelined requests cost n² polls.
     fn poll_front(&mut self, cx: &mut Context<'_>) -> Poll<Response> {
-        for answer in self.answers.iter_mut() {
-            poll_answer(answer, cx);
+        if let Some(front) = self.answers.front_mut() {
+            poll_answer(front, cx);
         }
         match self.answers.front() {
             Some(Answer::Done(_)) => match self.answers.pop_front() {

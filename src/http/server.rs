@@ -362,13 +362,9 @@ impl Server {
             headers,
             body,
         } = response;
+        let framing = framing(status, &body);
         match body {
             ResponseBody::Empty => {
-                let framing = if status == 204 || status == 304 || status < 200 {
-                    Framing::None
-                } else {
-                    Framing::Length(0)
-                };
                 write_response_head(io.out(), status, &headers, framing, close);
                 if !close && io.has_buffered_input() {
                     // A pipelined request is waiting: answer it first and write both
@@ -378,12 +374,11 @@ impl Server {
                 io.flush(None).await
             }
             ResponseBody::Full(body) => {
-                let framing = Framing::Length(body.len() as u64);
                 write_response_head(io.out(), status, &headers, framing, close);
                 io.flush(Some(body)).await
             }
             ResponseBody::Stream(mut source) => {
-                write_response_head(io.out(), status, &headers, Framing::Chunked, false);
+                write_response_head(io.out(), status, &headers, framing, false);
                 let result = match io.flush(None).await {
                     Ok(()) => self.stream(io, source.as_mut()).await,
                     Err(e) => Err(e),
@@ -448,18 +443,26 @@ impl Server {
 /// Puts the answer to a pipelined request into [`HttpIo::out`], to be flushed with the
 /// others; hands back a response with a streaming body, which cannot wait there.
 fn queue_answer<C: Conn>(io: &mut HttpIo<C>, response: Response) -> Option<Response> {
-    let framing = match &response.body {
-        ResponseBody::Empty if response.status == 204 || response.status == 304 => Framing::None,
-        ResponseBody::Empty if response.status < 200 => Framing::None,
-        ResponseBody::Empty => Framing::Length(0),
-        ResponseBody::Full(body) => Framing::Length(body.len() as u64),
-        ResponseBody::Stream(_) => return Some(response),
-    };
+    if matches!(response.body, ResponseBody::Stream(_)) {
+        return Some(response);
+    }
+    let framing = framing(response.status, &response.body);
     write_response_head(io.out(), response.status, &response.headers, framing, false);
     if let ResponseBody::Full(body) = &response.body {
         io.out().extend_from_slice(body);
     }
     None
+}
+
+/// How a response with `status` and `body` is framed: no body at all for 1xx, 204 and
+/// 304 (RFC 9112 §6.3), else its length, or chunks for a stream.
+fn framing(status: u16, body: &ResponseBody) -> Framing {
+    match body {
+        ResponseBody::Empty if status == 204 || status == 304 || status < 200 => Framing::None,
+        ResponseBody::Empty => Framing::Length(0),
+        ResponseBody::Full(b) => Framing::Length(b.len() as u64),
+        ResponseBody::Stream(_) => Framing::Chunked,
+    }
 }
 
 /// Feeds a request body into the handler's channel; returns whether it was read whole.

@@ -116,7 +116,7 @@ async fn pipeline(shared: Arc<Shared>, req: Request) -> Response {
     // The hand-written fast path (prost's result for anything it does not take), with
     // payloads sliced from the body rather than copied.
     let mut m = Message::default();
-    let m = match crate::raftpb::wire::merge_message(&mut m, body.clone()) {
+    let m = match crate::raftpb::wire::merge_message_at(&mut m, &body, 0..body.len()) {
         Ok(()) => m,
         Err(e) => {
             tracing::warn!(local_member_id = %format_args!("{:x}", local.id), error = %e, "failed to unmarshal Raft message");

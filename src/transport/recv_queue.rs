@@ -206,12 +206,7 @@ impl RecvQueue {
             page.commit();
         }
         st.queued += 1;
-        // One wake-up per sleep: the worker takes every queued page once it runs.
-        let wake = std::mem::take(&mut st.waiting);
-        drop(st);
-        if wake {
-            self.cv.notify_one();
-        }
+        self.queued_more(st);
         None
     }
 
@@ -260,7 +255,13 @@ impl RecvQueue {
             }
         }
         st.queued += take;
-        // One wake-up per sleep: the worker takes every queued page once it runs.
+        self.queued_more(st);
+    }
+
+    /// Wakes the worker, after releasing the lock, if it sleeps for want of messages.
+    /// One wake-up per sleep: the flag is cleared here, and the worker takes every queued
+    /// page once it runs, so pushes before it does need not wake it again.
+    fn queued_more(&self, mut st: std::sync::MutexGuard<'_, State>) {
         let wake = std::mem::take(&mut st.waiting);
         drop(st);
         if wake {
