@@ -16,6 +16,7 @@ pub mod json;
 pub mod limits;
 pub mod raft_rs;
 pub mod raftpb;
+mod recycle;
 pub mod transport;
 pub mod usage;
 pub mod version;

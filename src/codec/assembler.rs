@@ -9,6 +9,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::recycle::Recycler;
+
 use crate::error::{DecodeError, DecodeErrorKind, Part};
 
 /// The outcome of scanning the start of a buffer for one frame.
@@ -193,7 +195,7 @@ impl Whole {
 }
 
 /// Collects whole frames from a sequence of input pieces; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FrameAssembler {
     /// The start of a frame that did not fit in one piece.
     pending: BytesMut,
@@ -202,15 +204,28 @@ pub(crate) struct FrameAssembler {
     /// The first error; once failed, the stream stays failed.
     failed: Option<DecodeError>,
     /// Retired assembly buffers, reused once the frames sliced from them are dropped.
-    spares: Vec<BytesMut>,
+    spares: Recycler,
+}
+
+impl Default for FrameAssembler {
+    fn default() -> Self {
+        FrameAssembler {
+            pending: BytesMut::new(),
+            offset: 0,
+            failed: None,
+            spares: Recycler::new(MAX_RETIRED, IDLE_SPARES),
+        }
+    }
 }
 
 /// Capacity aimed for when a new assembly buffer must be allocated.
 const SPARE_ASSEMBLY: usize = 64 * 1024;
 /// Largest capacity taken up front for a frame that straddles pieces.
 const MAX_ASSEMBLY: usize = 1024 * 1024;
-/// Assembly buffers kept for reuse.
-const MAX_SPARES: usize = 4;
+/// Retired assembly buffers tracked while frames sliced from them are queued.
+const MAX_RETIRED: usize = 256;
+/// Free assembly buffers kept once the application has caught up.
+const IDLE_SPARES: usize = 16;
 
 impl FrameAssembler {
     /// Returns the next whole frame and its stream offset, consuming from `input`. `None`
@@ -273,7 +288,7 @@ impl FrameAssembler {
                         .min(MAX_ASSEMBLY)
                         .min(need)
                         .max(input.len());
-                    self.start_pending(want);
+                    self.make_room(want);
                     self.pending.extend_from_slice(input);
                     input.clear();
                     return Ok(None);
@@ -294,6 +309,12 @@ impl FrameAssembler {
                     }
                     let missing = total.saturating_sub(self.pending.len() as u64);
                     let take = missing.clamp(1, input.len() as u64) as usize;
+                    if self.pending.capacity() - self.pending.len() < take {
+                        // Room for at least what is gathered already (doubling, as a
+                        // `Vec` grows), never more than the frame still lacks.
+                        let more = missing.min(self.pending.len() as u64) as usize;
+                        self.make_room(take.max(more));
+                    }
                     self.pending.extend_from_slice(&input[..take]);
                     input.advance(take);
                 }
@@ -301,25 +322,16 @@ impl FrameAssembler {
         }
     }
 
-    /// Readies the (empty) `pending` for a frame of about `want` bytes without
+    /// Makes room in `pending` for `room` more bytes, keeping what it holds, without
     /// allocating when an earlier buffer is free again: frames handed out are slices of
-    /// it, so it is reusable only once they are all dropped.
-    fn start_pending(&mut self, want: usize) {
-        debug_assert!(self.pending.is_empty());
-        if self.pending.try_reclaim(want) {
-            return;
-        }
-        let retired = std::mem::take(&mut self.pending);
-        self.pending = match self.spares.iter_mut().position(|b| b.try_reclaim(want)) {
-            Some(i) => self.spares.swap_remove(i),
-            // A new buffer gets some room beyond this frame so that later straddling
-            // frames can reuse it, at most 16 times what arrived (a peer that declares
-            // a large frame and sends little gets little).
-            None => BytesMut::with_capacity(want.max((16 * want).min(SPARE_ASSEMBLY))),
-        };
-        if retired.capacity() > 0 && self.spares.len() < MAX_SPARES {
-            self.spares.push(retired);
-        }
+    /// it, so it is reusable only once they are all dropped (see `recycle`). A new buffer
+    /// gets some room beyond this frame so that later straddling frames can share it, at
+    /// most 16 times what is needed (a peer that declares a large frame and sends little
+    /// gets little).
+    fn make_room(&mut self, room: usize) {
+        let need = self.pending.len() + room;
+        let fresh = need.saturating_mul(16).min(SPARE_ASSEMBLY);
+        self.spares.renew(&mut self.pending, room, fresh);
     }
 
     fn internal(&self, offset: u64) -> DecodeError {

@@ -16,6 +16,7 @@ use super::head::Head;
 use crate::error::DecodeError;
 use crate::io::{BufferPool, Conn, Deadline, Timeouts};
 use crate::limits::Limits;
+use crate::recycle::Recycler;
 
 /// What went wrong on an HTTP connection.
 #[derive(Debug, thiserror::Error)]
@@ -67,13 +68,18 @@ pub struct HttpIo<C: Conn> {
     /// Counts bytes read and written, when set (a server's wire-byte figure).
     wire: Option<Arc<AtomicU64>>,
     /// Retired read buffers, reused once nothing points into them.
-    spares: Vec<BytesMut>,
+    spares: Recycler,
     /// The vector of pieces for vectored writes, reused.
     iov: Vec<Bytes>,
 }
 
-/// Read buffers a connection keeps for reuse (each `read_size`, 64 KiB by default).
-const MAX_SPARE_READ_BUFFERS: usize = 16;
+/// Retired read buffers a connection tracks (each `read_size`, 64 KiB by default, or
+/// twice that): most are still pinned by frames queued for the application, memory held
+/// anyway; this bounds how many we wait for before letting go of the oldest.
+const MAX_RETIRED_READ_BUFFERS: usize = 1024;
+
+/// Free read buffers a connection keeps once the application has caught up.
+const IDLE_READ_BUFFERS: usize = 64;
 
 impl<C: Conn> HttpIo<C> {
     /// Wraps `conn`, taking a read buffer from `pool` and starting its deadline watchdog
@@ -99,7 +105,7 @@ impl<C: Conn> HttpIo<C> {
             limits,
             max_head,
             wire: None,
-            spares: Vec::new(),
+            spares: Recycler::new(MAX_RETIRED_READ_BUFFERS, IDLE_READ_BUFFERS),
             iov: Vec::new(),
         }
     }
@@ -150,26 +156,12 @@ impl<C: Conn> HttpIo<C> {
     }
 
     /// Makes room for a read. Frames handed out are slices of earlier reads, so the old
-    /// buffer is usually still shared; rather than allocate a fresh one each time, keep a
-    /// few retired buffers and reuse the first whose slices have all been dropped. In
-    /// steady state (a bounded number of messages in flight) reads allocate nothing.
+    /// buffer is often still pointed into by frames queued for the application; it is
+    /// then retired and a free one reused (see `recycle`), any partial frame at its end
+    /// carried over. In steady state reads allocate nothing.
     fn grow_read_buffer(&mut self) {
-        let want = self.read_size;
-        if self.rbuf.try_reclaim(want) {
-            return;
-        }
-        // The start of a frame may be left over: it is carried into the new buffer.
-        let carry = self.rbuf.len();
-        let mut retired = std::mem::take(&mut self.rbuf);
-        self.rbuf = match (self.spares.iter_mut()).position(|b| b.try_reclaim(carry + want)) {
-            Some(i) => self.spares.swap_remove(i),
-            None => BytesMut::with_capacity(carry.max(want) + want),
-        };
-        self.rbuf.extend_from_slice(&retired);
-        retired.clear();
-        if self.spares.len() < MAX_SPARE_READ_BUFFERS {
-            self.spares.push(retired);
-        }
+        let size = self.read_size;
+        self.spares.renew(&mut self.rbuf, size, 2 * size);
     }
 
     /// Moves unconsumed input back in front of `rbuf` so a head can be parsed from

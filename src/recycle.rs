@@ -1,0 +1,264 @@
+//! Buffers that are handed out as `Bytes` slices and reused once every slice is gone.
+//!
+//! Read buffers and frame-assembly buffers give their bytes away as `Bytes` slices (entry
+//! payloads), and those slices may wait in a queue for the application. A buffer still
+//! pointed into cannot be written again, so it is retired and a free one taken instead.
+//! [`Recycler`] keeps the retired buffers in a FIFO: slices are consumed about in the
+//! order they were cut, so the oldest retired buffer is the first to come free, and the
+//! check per renewal is one or two atomic loads. With a bounded number of messages in
+//! flight, a steady stream then allocates nothing, however many buffers the queue pins.
+//! Memory we hold beyond what the slices pin anyway is bounded: once the application has
+//! caught up (a buffer retires free), free buffers beyond `keep_idle` are let go.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+/// Retired buffers, oldest first, waiting for their slices to be dropped.
+#[derive(Debug)]
+pub(crate) struct Recycler {
+    retired: VecDeque<BytesMut>,
+    /// Most retired buffers tracked; past it the oldest is let go (its memory is freed
+    /// when its last slice is).
+    max_retired: usize,
+    /// Free buffers kept once the application has caught up.
+    keep_idle: usize,
+    /// Buffers allocated because no retired one was free.
+    created: u64,
+}
+
+impl Recycler {
+    /// Tracks up to `max_retired` buffers and keeps `keep_idle` free ones when idle.
+    pub(crate) const fn new(max_retired: usize, keep_idle: usize) -> Self {
+        Recycler {
+            retired: VecDeque::new(),
+            max_retired,
+            keep_idle,
+            created: 0,
+        }
+    }
+
+    /// Makes room for `room` more bytes in `buf`, keeping its contents. In place if no
+    /// slice points into it any more; otherwise `buf` is retired and replaced by the
+    /// oldest free retired buffer, or by a new one of `fresh` bytes (at least what is
+    /// needed), with the contents copied over.
+    pub(crate) fn renew(&mut self, buf: &mut BytesMut, room: usize, fresh: usize) {
+        if buf.capacity() - buf.len() >= room {
+            return;
+        }
+        if buf.try_reclaim(room) {
+            // Nothing points into the buffer in use: the application has caught up.
+            self.trim();
+            return;
+        }
+        let need = buf.len() + room;
+        let mut old = std::mem::take(buf);
+        *buf = match self.take_free(need) {
+            Some(free) => free,
+            None => {
+                self.created += 1;
+                BytesMut::with_capacity(fresh.max(need))
+            }
+        };
+        buf.extend_from_slice(&old);
+        // Retired even with no capacity left: a buffer read full and cut up has none, and
+        // its memory comes back whole once its slices are gone. (A buffer that never had
+        // memory looks the same, and is let go at the first check that passes it over.)
+        old.clear();
+        if is_free(&mut old) {
+            self.trim();
+        }
+        self.retired.push_back(old);
+        if self.retired.len() > self.max_retired {
+            self.retired.pop_front();
+        }
+    }
+
+    /// Lets go of free buffers beyond `keep_idle`, called once nothing cut earlier is
+    /// held any more: the application has caught up, and what the FIFO keeps was needed
+    /// only while it lagged.
+    fn trim(&mut self) {
+        while self.retired.len() > self.keep_idle && self.retired.front_mut().is_some_and(is_free) {
+            self.retired.pop_front();
+        }
+    }
+
+    /// The oldest retired buffer if it has come free with room for `need` bytes. If it
+    /// is still pinned but the one behind it is free, slices were dropped out of turn:
+    /// the oldest is held for long (an entry kept in the application's raft log), so it
+    /// is let go (its memory is freed with its last slice) rather than left to block the
+    /// buffers behind it. Two atomic loads at most.
+    fn take_free(&mut self, need: usize) -> Option<BytesMut> {
+        if self.retired.front_mut()?.try_reclaim(need) {
+            return self.retired.pop_front();
+        }
+        if self.retired.get_mut(1)?.try_reclaim(need) {
+            self.retired.pop_front();
+            return self.retired.pop_front();
+        }
+        None
+    }
+
+    /// Buffers retired and tracked now.
+    #[cfg(test)]
+    pub(crate) fn retired(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// Buffers allocated so far because no retired one was free.
+    #[cfg(test)]
+    pub(crate) fn created(&self) -> u64 {
+        self.created
+    }
+}
+
+/// Whether no slice points into `buf` any more (it is then reset to its whole memory).
+/// `try_reclaim` answers at once, without looking at other owners, when the buffer has
+/// the room asked for; asking for one byte more than it has makes it look.
+fn is_free(buf: &mut BytesMut) -> bool {
+    let more = buf.capacity() + 1;
+    buf.try_reclaim(more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// Fills `buf` with `n` bytes of `b` and cuts them off as a slice.
+    fn cut(buf: &mut BytesMut, r: &mut Recycler, n: usize, b: u8) -> Bytes {
+        r.renew(buf, n, 64);
+        buf.extend_from_slice(&vec![b; n]);
+        buf.split().freeze()
+    }
+
+    #[test]
+    fn a_free_buffer_is_reused_in_place() {
+        let mut r = Recycler::new(8, 2);
+        let mut buf = BytesMut::new();
+        drop(cut(&mut buf, &mut r, 40, 1));
+        let retired = r.retired();
+        drop(cut(&mut buf, &mut r, 40, 2));
+        assert_eq!((r.created(), r.retired()), (1, retired));
+    }
+
+    #[test]
+    fn slices_cut_earlier_keep_their_bytes_while_buffers_are_reused() {
+        let mut r = Recycler::new(8, 2);
+        let mut buf = BytesMut::new();
+        let mut queue = std::collections::VecDeque::new();
+        for i in 0..200u32 {
+            queue.push_back((i as u8, cut(&mut buf, &mut r, 40, i as u8)));
+            if queue.len() > 5 {
+                let (b, s) = queue.pop_front().unwrap();
+                assert!(s.iter().all(|&x| x == b), "slice {b} was overwritten");
+            }
+        }
+        for (b, s) in queue {
+            assert!(s.iter().all(|&x| x == b), "slice {b} was overwritten");
+        }
+        assert!(r.created() < 20, "buffers were not reused: {}", r.created());
+    }
+
+    #[test]
+    fn a_steady_queue_stops_allocating() {
+        // Five slices in flight at once, consumed in order: once warm, every renewal
+        // finds the oldest retired buffer free.
+        let mut r = Recycler::new(8, 2);
+        let mut buf = BytesMut::new();
+        let mut queue = std::collections::VecDeque::new();
+        for i in 0..100u32 {
+            queue.push_back(cut(&mut buf, &mut r, 40, i as u8));
+            if queue.len() > 5 {
+                queue.pop_front();
+            }
+        }
+        let warm = r.created();
+        for i in 0..1000u32 {
+            queue.push_back(cut(&mut buf, &mut r, 40, i as u8));
+            queue.pop_front();
+        }
+        assert_eq!(r.created(), warm, "renewals allocated in steady state");
+    }
+
+    #[test]
+    fn a_buffer_cut_up_to_its_last_byte_is_reused() {
+        // A read fills its buffer to capacity and every byte is cut off as slices: the
+        // buffer has no capacity left, but its memory comes back once they are dropped.
+        let mut r = Recycler::new(8, 2);
+        let mut buf = BytesMut::with_capacity(64);
+        let mut queue = std::collections::VecDeque::new();
+        for i in 0..100u32 {
+            r.renew(&mut buf, 64, 64);
+            let room = buf.capacity() - buf.len();
+            buf.extend_from_slice(&vec![i as u8; room]);
+            queue.push_back(buf.split().freeze());
+            if queue.len() > 3 {
+                queue.pop_front();
+            }
+        }
+        assert!(r.created() <= 6, "buffers were not reused: {}", r.created());
+    }
+
+    #[test]
+    fn the_retired_check_looks_at_other_owners() {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[7; 8]);
+        let held = buf.split().freeze();
+        assert!(!is_free(&mut buf), "a slice still points into it");
+        drop(held);
+        assert!(is_free(&mut buf));
+        assert!(buf.capacity() >= 64, "reset to its whole memory");
+    }
+
+    #[test]
+    fn contents_are_carried_into_the_new_buffer() {
+        let mut r = Recycler::new(8, 2);
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(b"frame-");
+        let held = buf.split_to(2).freeze();
+        r.renew(&mut buf, 100, 64);
+        assert_eq!(&buf[..], b"ame-");
+        assert!(buf.capacity() - buf.len() >= 100);
+        assert_eq!(&held[..], b"fr");
+        assert_eq!(r.retired(), 1);
+    }
+
+    #[test]
+    fn a_long_held_slice_does_not_block_the_buffers_behind_it() {
+        let mut r = Recycler::new(64, 2);
+        let mut buf = BytesMut::new();
+        let kept = cut(&mut buf, &mut r, 40, 0xAA);
+        r.renew(&mut buf, 40, 64);
+        // From here on slices are dropped at once; the first retired buffer stays pinned.
+        for i in 0..50u32 {
+            drop(cut(&mut buf, &mut r, 40, i as u8));
+            r.renew(&mut buf, 64, 64);
+        }
+        assert!(
+            r.retired() <= 4,
+            "retired buffers piled up: {}",
+            r.retired()
+        );
+        assert!(kept.iter().all(|&x| x == 0xAA));
+    }
+
+    #[test]
+    fn tracking_is_bounded_and_free_buffers_are_let_go_when_idle() {
+        let mut r = Recycler::new(8, 2);
+        let mut buf = BytesMut::new();
+        let mut held = Vec::new();
+        for i in 0..20u32 {
+            held.push(cut(&mut buf, &mut r, 40, i as u8));
+            r.renew(&mut buf, 64, 64);
+        }
+        assert_eq!(r.retired(), 8, "at most max_retired are tracked");
+        drop(held);
+        // Caught up: the next renewals retire free buffers and trim the rest.
+        for i in 0..3u32 {
+            drop(cut(&mut buf, &mut r, 40, i as u8));
+            r.renew(&mut buf, 64, 64);
+        }
+        assert!(r.retired() <= 3, "free buffers kept: {}", r.retired());
+    }
+}
