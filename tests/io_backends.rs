@@ -84,3 +84,68 @@ fn echo_over_loopback_on_uring() {
         (IoBackend::Uring, 1 << 20)
     );
 }
+
+/// A vectored write of many pieces (more than one write passes to the kernel), some
+/// empty, and far more bytes than the socket buffers hold, to a peer that starts reading
+/// late: the write must wait for room part-way (io_uring takes over from the
+/// non-blocking send there) and still deliver every byte in order.
+struct ManyPiecesToASlowReader;
+
+const SLOW_TOTAL: usize = 24 << 20;
+
+impl IoTask for ManyPiecesToASlowReader {
+    type Output = Vec<u8>;
+
+    async fn run<B: Backend>(self) -> Vec<u8> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut s, &mut got).unwrap();
+            got
+        });
+        let client = B::connect(addr).await.unwrap();
+        let data: Bytes = (0..SLOW_TOTAL)
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let mut parts = Vec::new();
+        let mut at = 0;
+        let mut k = 0usize;
+        while at < data.len() {
+            // Sizes from 0 to about 190 KiB, so pieces straddle every partial write.
+            let len = ((k * 7919) % 190_000).min(data.len() - at);
+            parts.push(data.slice(at..at + len));
+            at += len;
+            k += 1;
+        }
+        assert!(parts.len() > 64, "more pieces than one write takes");
+        assert!(parts.iter().any(Bytes::is_empty));
+        let (r, _) = client.write_all_vectored(parts).await;
+        r.unwrap();
+        client.shutdown().unwrap();
+        let got = tokio::task::spawn_blocking(move || reader.join().unwrap())
+            .await
+            .unwrap();
+        assert!(got == data[..], "bytes arrived out of order or lost");
+        got
+    }
+}
+
+#[test]
+fn many_pieces_to_a_slow_reader_on_epoll() {
+    let got = block_on(IoBackend::Epoll, ManyPiecesToASlowReader).unwrap();
+    assert_eq!(got.len(), SLOW_TOTAL);
+}
+
+#[test]
+fn many_pieces_to_a_slow_reader_on_uring() {
+    if rafthttp::io::probe_uring().is_err() {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    }
+    let got = block_on(IoBackend::Uring, ManyPiecesToASlowReader).unwrap();
+    assert_eq!(got.len(), SLOW_TOTAL);
+}

@@ -9,7 +9,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 /// A connected TCP stream.
 pub trait Conn: 'static {
@@ -77,4 +80,65 @@ pub(crate) fn std_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// The most pieces one vectored write passes to the kernel: enough for a full batch of
+/// large payloads with their heads, and few enough that the slice array lives on the
+/// stack (a longer list goes out over several writes).
+pub(crate) const MAX_WRITE_PIECES: usize = 64;
+
+/// The first [`MAX_WRITE_PIECES`] of `bufs` as slices for a vectored write, on the stack.
+pub(crate) fn write_slices(bufs: &[Bytes]) -> SmallVec<[IoSlice<'_>; MAX_WRITE_PIECES]> {
+    bufs.iter()
+        .take(MAX_WRITE_PIECES)
+        .map(|b| IoSlice::new(b))
+        .collect()
+}
+
+/// Consumes `n` written bytes from `bufs[*first..]`: whole pieces move `first` on, a part
+/// of one is advanced past, and empty pieces after them are skipped.
+pub(crate) fn consume_written(bufs: &mut [Bytes], first: &mut usize, mut n: usize) {
+    while n > 0 && *first < bufs.len() {
+        let len = bufs[*first].len();
+        if n >= len {
+            n -= len;
+            *first += 1;
+        } else {
+            bufs[*first].advance(n);
+            n = 0;
+        }
+    }
+    while *first < bufs.len() && bufs[*first].is_empty() {
+        *first += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_bytes_are_consumed_across_pieces() {
+        let mut bufs = vec![
+            Bytes::from_static(b"ab"),
+            Bytes::new(),
+            Bytes::from_static(b"cde"),
+            Bytes::from_static(b"f"),
+        ];
+        let mut first = 0;
+        consume_written(&mut bufs, &mut first, 3);
+        assert_eq!((first, &bufs[first][..]), (2, &b"de"[..]));
+        consume_written(&mut bufs, &mut first, 2);
+        assert_eq!((first, &bufs[first][..]), (3, &b"f"[..]));
+        consume_written(&mut bufs, &mut first, 1);
+        assert_eq!(first, 4);
+    }
+
+    #[test]
+    fn a_long_list_of_pieces_is_cut_to_the_stack_array() {
+        let bufs = vec![Bytes::from_static(b"x"); MAX_WRITE_PIECES + 5];
+        let slices = write_slices(&bufs);
+        assert_eq!(slices.len(), MAX_WRITE_PIECES);
+        assert!(!slices.spilled(), "the slices stayed on the stack");
+    }
 }

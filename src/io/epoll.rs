@@ -2,13 +2,13 @@
 //! `readable()`/`try_read_buf` and `writable()`/`try_write`, which take `&self`, so the
 //! connection can be shut down while an operation waits.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::conn::{std_listener, Backend, Conn, Listener};
+use super::conn::{consume_written, std_listener, write_slices, Backend, Conn, Listener};
 use super::IoBackend;
 
 /// The epoll (plain tokio) driver.
@@ -53,31 +53,15 @@ impl Conn for EpollConn {
 
     async fn write_all_vectored(&self, mut bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
         let mut first = 0;
+        consume_written(&mut bufs, &mut first, 0);
         while first < bufs.len() {
             if let Err(e) = self.0.writable().await {
                 return (Err(e), bufs);
             }
-            let written = {
-                let slices: smallvec::SmallVec<[IoSlice<'_>; 16]> =
-                    bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
-                self.0.try_write_vectored(&slices)
-            };
+            let written = self.0.try_write_vectored(&write_slices(&bufs[first..]));
             match written {
-                Ok(mut n) => {
-                    while n > 0 {
-                        let len = bufs[first].len();
-                        if n >= len {
-                            n -= len;
-                            first += 1;
-                        } else {
-                            bufs[first].advance(n);
-                            n = 0;
-                        }
-                    }
-                    while first < bufs.len() && bufs[first].is_empty() {
-                        first += 1;
-                    }
-                }
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs),
+                Ok(n) => consume_written(&mut bufs, &mut first, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), bufs),
             }

@@ -4,11 +4,13 @@
 use std::io;
 use std::net::SocketAddr;
 
-use bytes::{Buf, Bytes, BytesMut};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use bytes::{Bytes, BytesMut};
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
-use super::conn::{std_listener, Backend, Conn, Listener};
+use super::conn::{consume_written, std_listener, write_slices, Backend, Conn, Listener};
 use super::IoBackend;
 
 /// The io_uring (tokio-uring) driver.
@@ -41,34 +43,30 @@ impl Conn for UringConn {
     }
 
     async fn write_all_vectored(&self, mut bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
-        // tokio-uring's writev may write part; resubmit what is left.
-        loop {
-            let total: usize = bufs.iter().map(Bytes::len).sum();
-            if total == 0 {
-                return (Ok(()), bufs);
-            }
-            let (res, back) = self.stream.writev(bufs).await;
-            bufs = back;
-            let mut n = match res {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs),
-                Ok(n) => n,
-                Err(e) => return (Err(e), bufs),
-            };
-            if n == total {
-                return (Ok(()), bufs);
-            }
-            let mut rest = Vec::with_capacity(bufs.len());
-            for mut b in bufs.drain(..) {
-                if n >= b.len() {
-                    n -= b.len();
-                } else {
-                    b.advance(n);
-                    n = 0;
-                    rest.push(b);
+        // tokio-uring's `writev` allocates its iovec array on every call. While the socket
+        // has room, a non-blocking `sendmsg` from the stack does the same copy into the
+        // socket that io_uring would do at submission, and allocates nothing; once it is
+        // full, io_uring waits for room while it writes the next piece.
+        let mut first = 0;
+        consume_written(&mut bufs, &mut first, 0);
+        while first < bufs.len() {
+            let written = match self.try_send_vectored(&bufs[first..]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let piece = std::mem::take(&mut bufs[first]);
+                    let (res, piece) = self.stream.write(piece).submit().await;
+                    bufs[first] = piece;
+                    res
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other,
+            };
+            match written {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs),
+                Ok(n) => consume_written(&mut bufs, &mut first, n),
+                Err(e) => return (Err(e), bufs),
             }
-            bufs = rest;
         }
+        (Ok(()), bufs)
     }
 
     fn shutdown(&self) -> io::Result<()> {
@@ -77,6 +75,19 @@ impl Conn for UringConn {
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.peer)
+    }
+}
+
+impl UringConn {
+    /// One non-blocking vectored send of the first pieces of `bufs` (as many as
+    /// `write_slices` passes to one write).
+    fn try_send_vectored(&self, bufs: &[Bytes]) -> io::Result<usize> {
+        // SAFETY: the descriptor is `self.stream`'s, borrowed here for the length of this
+        // call only; the stream closes it on drop, which cannot happen while `self` is
+        // borrowed, so the descriptor stays open (and the same socket) throughout.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+        socket2::SockRef::from(&fd)
+            .send_vectored_with_flags(&write_slices(bufs), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 }
 
