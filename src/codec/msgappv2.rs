@@ -185,6 +185,12 @@ impl MsgAppV2Decoder {
             }
             Some(&TAG_APP_ENTRIES) => {
                 let n = read_u64(whole, 1).unwrap_or(0);
+                // One reservation for the entries rather than a vector's doubling steps
+                // (a slot's first use in a fresh receive page). The frame's scan found
+                // all `n` entries in it, each with at least its 8-byte length, so `n`
+                // is bounded by bytes in memory; the `min` keeps that true here too.
+                let fit = (len.saturating_sub(9) / 8) as u64;
+                out.entries.reserve(n.min(fit) as usize);
                 let mut pos = 9usize;
                 for _ in 0..n {
                     pos = entry_at(frame, whole, pos, offset, &mut out.entries)?;
