@@ -34,8 +34,16 @@ const INITIAL_FRAMES: usize = 16 * 1024;
 /// write) carries at most about this much, and buffers stay about this large.
 const SEGMENT_BYTES: usize = 256 * 1024;
 
-/// Emptied buffers kept for new segments (the writer's written ones come back here).
-const SPARE_SEGMENTS: usize = 64;
+/// Most memory in emptied buffers kept for new segments (the writer's written ones come
+/// back here): what a full queue of copied messages (under 16 KiB each) can hold. A deep
+/// queue of large payloads (referenced, not copied) holds hundreds of segments whose
+/// buffers carry only framing; one of copied payloads holds fewer, of about
+/// [`SEGMENT_BYTES`]. Keeping what the queue used at its deepest means that refilling it
+/// allocates nothing; an idle stream lets them go (see [`StreamQueue::trim_spares`]).
+const SPARE_BYTES: usize = 64 << 20;
+
+/// Emptied buffers an idle stream keeps.
+const IDLE_SPARES: usize = 4;
 
 /// What happened to a pushed message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +118,8 @@ struct State {
     segments: VecDeque<Segment>,
     /// Empty batches (just the room) for new segments.
     spare: Vec<Batch>,
+    /// Their buffers' capacity, bounded by [`SPARE_BYTES`].
+    spare_bytes: usize,
     /// Messages in `segments`.
     queued: usize,
     /// A v1 stream must end after writing what is queued.
@@ -145,10 +155,7 @@ impl State {
             .back()
             .is_none_or(|seg| seg.frames.len() >= SEGMENT_BYTES)
         {
-            let frames = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| fresh_frames(INITIAL_FRAMES));
+            let frames = self.take_spare();
             self.segments.push_back(Segment { frames, msgs: 0 });
         }
         let last = self.segments.len() - 1;
@@ -163,13 +170,27 @@ impl State {
 
     /// Keeps `frames` (emptied back to its room) for a later segment, if there is room.
     fn keep_spare(&mut self, mut frames: Batch) {
-        if self.spare.len() < SPARE_SEGMENTS {
-            frames.truncate(CHUNK_HEADER_ROOM);
-            if frames.buf().len() < CHUNK_HEADER_ROOM {
-                frames.truncate(0);
-                frames.buf().put_bytes(0, CHUNK_HEADER_ROOM);
-            }
+        frames.truncate(0);
+        // Its pieces were written and dropped, so the whole buffer comes back (and is
+        // counted whole) rather than only what was left after them.
+        let whole = frames.buf().capacity() + 1;
+        let _reclaimed = frames.buf().try_reclaim(whole);
+        frames.buf().put_bytes(0, CHUNK_HEADER_ROOM);
+        let size = frames.buf().capacity();
+        if self.spare_bytes + size <= SPARE_BYTES {
+            self.spare_bytes += size;
             self.spare.push(frames);
+        }
+    }
+
+    /// A kept buffer for a new segment, or a new one.
+    fn take_spare(&mut self) -> Batch {
+        match self.spare.pop() {
+            Some(mut frames) => {
+                self.spare_bytes -= frames.buf().capacity();
+                frames
+            }
+            None => fresh_frames(INITIAL_FRAMES),
         }
     }
 
@@ -199,6 +220,7 @@ impl StreamQueue {
                 encoder: Encoder::Message,
                 segments: VecDeque::new(),
                 spare: Vec::new(),
+                spare_bytes: 0,
                 queued: 0,
                 ending: false,
                 waker: None,
@@ -325,6 +347,18 @@ impl StreamQueue {
         s.queued -= segment.msgs;
         s.keep_spare(segment.frames);
         Ok(Taken::Frames(segment.msgs))
+    }
+
+    /// Frees the emptied buffers kept beyond a few: the writer calls this when its
+    /// stream has been idle for a heartbeat interval, so that memory a burst needed is
+    /// not held for good.
+    pub fn trim_spares(&self) {
+        let mut s = self.lock();
+        while s.spare.len() > IDLE_SPARES {
+            if let Some(mut frames) = s.spare.pop() {
+                s.spare_bytes -= frames.buf().capacity();
+            }
+        }
     }
 
     /// Encodes a link heartbeat for the connection of `generation` (the writer sends one
@@ -491,12 +525,47 @@ mod tests {
         for _ in 0..3 {
             q.push(&big);
         }
-        let before = q.lock().spare.len();
-        assert!(
-            before < SPARE_SEGMENTS,
-            "one spare taken for the new segment"
-        );
+        let kept = q.lock().spare.len();
+        assert!(kept >= 2, "written buffers were kept: {kept}");
         assert_eq!(q.take(g, &mut frames, &waker), Ok(Taken::Frames(3)));
+    }
+
+    #[test]
+    fn spares_are_counted_whole_bounded_and_let_go_when_idle() {
+        let q = StreamQueue::new(4096);
+        let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
+        let (g, _) = q.attach(StreamType::Message, 0);
+        // Copied payloads (under 16 KiB): about 17 segments of 256 KiB each.
+        let mut msg = app(1, 1);
+        msg.entries[0].data = Some(bytes::Bytes::from(vec![7u8; 8 * 1024]));
+        for _ in 0..4096 {
+            assert_eq!(q.push(&msg), Push::Queued);
+        }
+        let mut frames = room();
+        let mut pieces = Vec::new();
+        while let Ok(Taken::Frames(_)) = q.take(g, &mut frames, &waker) {
+            // As the server does: the frames go out as pieces, which are then dropped.
+            frames.take_from(0, &mut pieces);
+            pieces.clear();
+            frames.buf().put_bytes(0, CHUNK_HEADER_ROOM);
+        }
+        let (kept, bytes) = {
+            let mut s = q.lock();
+            let counted: usize = s.spare.iter_mut().map(|b| b.buf().capacity()).sum();
+            assert_eq!(s.spare_bytes, counted, "the count matches the buffers kept");
+            (s.spare.len(), s.spare_bytes)
+        };
+        assert!(kept >= 16, "a refill would reuse them: {kept} kept");
+        assert!(
+            bytes >= kept * SEGMENT_BYTES,
+            "each counted whole, not as what was left after its pieces: {bytes}"
+        );
+        assert!(bytes <= SPARE_BYTES);
+        q.trim_spares();
+        let mut s = q.lock();
+        assert_eq!(s.spare.len(), IDLE_SPARES);
+        let counted: usize = s.spare.iter_mut().map(|b| b.buf().capacity()).sum();
+        assert_eq!(s.spare_bytes, counted);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct StreamWriter {
     /// For a caller whose batch does not start with just the chunk header's room: the
     /// frames are taken here, then appended.
     spare: Batch,
+    /// Whether messages were written since the last heartbeat tick; a tick that finds
+    /// none means the stream is idle.
+    busy_since_tick: bool,
 }
 
 impl StreamWriter {
@@ -67,6 +70,7 @@ impl StreamWriter {
             heartbeat_every,
             heartbeat: None,
             spare,
+            busy_since_tick: false,
         }
     }
 
@@ -103,7 +107,10 @@ impl StreamBody for StreamWriter {
         }
         match self.take(cx, batch) {
             Err(Stale) | Ok(Taken::Ended) => return Poll::Ready(Ok(false)),
-            Ok(Taken::Frames(_)) => return Poll::Ready(Ok(true)),
+            Ok(Taken::Frames(_)) => {
+                self.busy_since_tick = true;
+                return Poll::Ready(Ok(true));
+            }
             Ok(Taken::Nothing) => {}
         }
         let every = self.heartbeat_every;
@@ -114,6 +121,9 @@ impl StreamBody for StreamWriter {
         });
         if interval.poll_tick(cx).is_ready() {
             let queue = self.peer.writer(self.kind);
+            if !std::mem::take(&mut self.busy_since_tick) {
+                queue.trim_spares();
+            }
             if queue.push_link_heartbeat(self.generation).is_err() {
                 return Poll::Ready(Ok(false));
             }
