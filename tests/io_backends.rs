@@ -85,13 +85,14 @@ fn echo_over_loopback_on_uring() {
     );
 }
 
-/// A vectored write of many pieces (more than one write passes to the kernel), some
-/// empty, and far more bytes than the socket buffers hold, to a peer that starts reading
-/// late: the write must wait for room part-way (io_uring takes over from the
-/// non-blocking send there) and still deliver every byte in order.
+/// A plain write, then a vectored write of many pieces (more than one write passes to
+/// the kernel), some empty, each far more bytes than the socket buffers hold, to a peer
+/// that pauses before each: both must wait for room part-way (io_uring takes over from
+/// the non-blocking send there) and still deliver every byte in order.
 struct ManyPiecesToASlowReader;
 
-const SLOW_TOTAL: usize = 24 << 20;
+const SLOW_FIRST: usize = 16 << 20;
+const SLOW_TOTAL: usize = 40 << 20;
 
 impl IoTask for ManyPiecesToASlowReader {
     type Output = Vec<u8>;
@@ -101,8 +102,11 @@ impl IoTask for ManyPiecesToASlowReader {
         let addr = listener.local_addr().unwrap();
         let reader = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            let mut got = Vec::new();
+            let pause = std::time::Duration::from_millis(200);
+            std::thread::sleep(pause);
+            let mut got = vec![0u8; SLOW_FIRST];
+            std::io::Read::read_exact(&mut s, &mut got).unwrap();
+            std::thread::sleep(pause);
             std::io::Read::read_to_end(&mut s, &mut got).unwrap();
             got
         });
@@ -111,8 +115,10 @@ impl IoTask for ManyPiecesToASlowReader {
             .map(|i| (i % 253) as u8)
             .collect::<Vec<u8>>()
             .into();
+        let (r, _) = client.write_all(data.slice(..SLOW_FIRST)).await;
+        r.unwrap();
         let mut parts = Vec::new();
-        let mut at = 0;
+        let mut at = SLOW_FIRST;
         let mut k = 0usize;
         while at < data.len() {
             // Sizes from 0 to about 190 KiB, so pieces straddle every partial write.
