@@ -7,8 +7,9 @@
 //! order they were cut, so the oldest retired buffer is the first to come free, and the
 //! check per renewal is one or two atomic loads. With a bounded number of messages in
 //! flight, a steady stream then allocates nothing, however many buffers the queue pins.
-//! Memory we hold beyond what the slices pin anyway is bounded: once the application has
-//! caught up (a buffer retires free), free buffers beyond `keep_idle` are let go.
+//! Memory we hold beyond what the slices pin anyway is bounded by `max_retired`, and once
+//! the application has kept up for a while (many renewals in a row found nothing cut
+//! earlier still held), free buffers beyond `keep_idle` are let go.
 
 use std::collections::VecDeque;
 
@@ -25,7 +26,13 @@ pub(crate) struct Recycler {
     keep_idle: usize,
     /// Buffers allocated because no retired one was free.
     created: u64,
+    /// Renewals in a row that found the application caught up.
+    calm: u32,
 }
+
+/// Renewals in a row that must find the application caught up before free buffers are
+/// let go: with 64 KiB buffers, 4 MiB read while it kept up.
+const CALM_RENEWALS: u32 = 64;
 
 impl Recycler {
     /// Tracks up to `max_retired` buffers and keeps `keep_idle` free ones when idle.
@@ -35,6 +42,7 @@ impl Recycler {
             max_retired,
             keep_idle,
             created: 0,
+            calm: 0,
         }
     }
 
@@ -48,7 +56,7 @@ impl Recycler {
         }
         if buf.try_reclaim(room) {
             // Nothing points into the buffer in use: the application has caught up.
-            self.trim();
+            self.caught_up();
             return;
         }
         let need = buf.len() + room;
@@ -66,7 +74,9 @@ impl Recycler {
         // memory looks the same, and is let go at the first check that passes it over.)
         old.clear();
         if is_free(&mut old) {
-            self.trim();
+            self.caught_up();
+        } else {
+            self.calm = 0;
         }
         self.retired.push_back(old);
         if self.retired.len() > self.max_retired {
@@ -74,12 +84,18 @@ impl Recycler {
         }
     }
 
-    /// Lets go of free buffers beyond `keep_idle`, called once nothing cut earlier is
-    /// held any more: the application has caught up, and what the FIFO keeps was needed
-    /// only while it lagged.
-    fn trim(&mut self) {
-        while self.retired.len() > self.keep_idle && self.retired.front_mut().is_some_and(is_free) {
-            self.retired.pop_front();
+    /// Counts a renewal that found the application caught up (nothing cut earlier still
+    /// held); after [`CALM_RENEWALS`] in a row, free buffers beyond `keep_idle` are let
+    /// go. A consumer that catches up between bursts (a worker woken per batch) would
+    /// otherwise lose at every catch-up the buffers its next burst needs again.
+    fn caught_up(&mut self) {
+        self.calm = self.calm.saturating_add(1);
+        if self.calm >= CALM_RENEWALS {
+            while self.retired.len() > self.keep_idle
+                && self.retired.front_mut().is_some_and(is_free)
+            {
+                self.retired.pop_front();
+            }
         }
     }
 
@@ -254,11 +270,40 @@ mod tests {
         }
         assert_eq!(r.retired(), 8, "at most max_retired are tracked");
         drop(held);
-        // Caught up: the next renewals retire free buffers and trim the rest.
-        for i in 0..3u32 {
+        // Caught up: once enough renewals in a row find nothing held, the free buffers
+        // beyond `keep_idle` go.
+        for i in 0..CALM_RENEWALS {
+            assert_eq!(r.retired(), 8, "let go too early, after {i} calm renewals");
             drop(cut(&mut buf, &mut r, 40, i as u8));
             r.renew(&mut buf, 64, 64);
         }
         assert!(r.retired() <= 3, "free buffers kept: {}", r.retired());
+    }
+
+    #[test]
+    fn bursts_with_catch_ups_between_them_reuse_their_buffers() {
+        // A worker woken per batch: ten slices held, then all dropped, again and again.
+        let mut r = Recycler::new(64, 2);
+        let mut buf = BytesMut::new();
+        let mut created_after_first = 0;
+        for burst in 0..50 {
+            let mut held = Vec::new();
+            for i in 0..10u32 {
+                held.push(cut(&mut buf, &mut r, 40, i as u8));
+                r.renew(&mut buf, 64, 64);
+            }
+            drop(held);
+            // The next renewal finds nothing held: caught up, between two bursts.
+            drop(cut(&mut buf, &mut r, 40, 0));
+            r.renew(&mut buf, 64, 64);
+            if burst == 0 {
+                created_after_first = r.created();
+            }
+        }
+        assert_eq!(
+            r.created(),
+            created_after_first,
+            "later bursts allocated again"
+        );
     }
 }

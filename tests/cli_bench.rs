@@ -1,7 +1,9 @@
 //! `rafthttp bench` end to end: its JSON report has the anchor's schema, nothing is
 //! dropped, and in the default configuration (process on a worker thread, as etcd) the
-//! single-entry stream rows allocate nothing per message in steady state on either
-//! driver. Counts, not times: the allocation figure is exact for a run. Steady state
+//! stream rows allocate nothing per message in steady state on either driver: small and
+//! large single entries (16 KiB payloads go out by reference, in vectored writes),
+//! 100-entry batches (whose slices pin hundreds of read buffers in a deep queue), and
+//! heartbeats. Counts, not times: the allocation figure is exact for a run. Steady state
 //! means after a long warm-up (`--warm`): after the anchor's 2,000 messages, the pools
 //! still grow for a while whenever a queue first runs deeper than before (0.002–0.02
 //! per message over 400,000 messages, depending on how the run is scheduled; 0.0000
@@ -10,8 +12,8 @@
 
 use std::process::Command;
 
-/// Runs `rafthttp bench` on `io` for the 1x64B, 1 KiB and heartbeat rows, each after
-/// 300,000 messages of warm-up, and returns the JSON report.
+/// Runs `rafthttp bench` on `io` for the 1x64B, 1 KiB, 16 KiB, batched and heartbeat
+/// rows, each after 300,000 messages of warm-up, and returns the JSON report.
 fn bench(io: &str, dir: &std::path::Path) -> serde_json::Value {
     let json = dir.join(format!("bench-{io}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_rafthttp"))
@@ -24,7 +26,15 @@ fn bench(io: &str, dir: &std::path::Path) -> serde_json::Value {
             "--only",
             "1x1KiB",
             "--only",
+            "1x16KiB",
+            "--only",
+            "batched",
+            "--only",
             "heartbeat",
+            "--n16k",
+            "200000",
+            "--nbatch",
+            "100000",
             "--n64",
             "1000000",
             "--n1k",
@@ -66,6 +76,8 @@ fn check(io: &str) {
         [
             "msgapp 1x64B",
             "msgapp 1x1KiB",
+            "msgapp 1x16KiB",
+            "msgapp 100x64B (batched)",
             "heartbeat (message stream)"
         ]
     );
