@@ -266,7 +266,10 @@ impl Peer {
         if self.paused.load(Relaxed) || self.stopped.load(Relaxed) {
             return Routed::Queued;
         }
+        // A plain load first: the term rarely rises, and a read-modify-write per message
+        // (a locked instruction) is dear on the sending thread's hot path.
         if m.msg_type != MessageType::MsgProp as i32
+            && m.term > self.term.load(Relaxed)
             && m.term > self.term.fetch_max(m.term, Relaxed)
         {
             self.term_changed.notify_waiters();
