@@ -9,9 +9,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::recycle::Recycler;
-
 use crate::error::{DecodeError, DecodeErrorKind, Part};
+use crate::recycle::Recycler;
 
 /// The outcome of scanning the start of a buffer for one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

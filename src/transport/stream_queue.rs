@@ -187,7 +187,8 @@ impl State {
     fn take_spare(&mut self) -> Batch {
         match self.spare.pop() {
             Some(mut frames) => {
-                self.spare_bytes -= frames.buf().capacity();
+                // The capacity counted when it was kept: nothing touches a spare since.
+                self.spare_bytes = self.spare_bytes.saturating_sub(frames.buf().capacity());
                 frames
             }
             None => fresh_frames(INITIAL_FRAMES),
@@ -356,7 +357,7 @@ impl StreamQueue {
         let mut s = self.lock();
         while s.spare.len() > IDLE_SPARES {
             if let Some(mut frames) = s.spare.pop() {
-                s.spare_bytes -= frames.buf().capacity();
+                s.spare_bytes = s.spare_bytes.saturating_sub(frames.buf().capacity());
             }
         }
     }
