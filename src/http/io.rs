@@ -68,7 +68,7 @@ pub struct HttpIo<C: Conn> {
     /// Counts bytes read and written, when set (a server's wire-byte figure).
     wire: Option<Arc<AtomicU64>>,
     /// Retired read buffers, reused once nothing points into them.
-    spares: Recycler,
+    retired: Recycler,
     /// The vector of pieces for vectored writes, reused.
     iov: Vec<Bytes>,
 }
@@ -105,7 +105,7 @@ impl<C: Conn> HttpIo<C> {
             limits,
             max_head,
             wire: None,
-            spares: Recycler::new(MAX_RETIRED_READ_BUFFERS, IDLE_READ_BUFFERS),
+            retired: Recycler::new(MAX_RETIRED_READ_BUFFERS, IDLE_READ_BUFFERS),
             iov: Vec::new(),
         }
     }
@@ -161,7 +161,7 @@ impl<C: Conn> HttpIo<C> {
     /// carried over. In steady state reads allocate nothing.
     fn grow_read_buffer(&mut self) {
         let size = self.read_size;
-        self.spares.renew(&mut self.rbuf, size, 2 * size);
+        self.retired.renew(&mut self.rbuf, size, 2 * size);
     }
 
     /// Moves unconsumed input back in front of `rbuf` so a head can be parsed from

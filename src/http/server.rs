@@ -174,6 +174,8 @@ impl Server {
         io.flush(None).await
     }
 
+    /// The request loop of [`requests`](Self::requests); answers still owed when it
+    /// returns are left in `pipelined`.
     async fn requests_pipelined<C: Conn>(
         &self,
         io: &mut HttpIo<C>,
@@ -194,13 +196,12 @@ impl Server {
             }
             // A request read ahead of owed answers must be whole in what was read: a
             // client may wait for the answers before it sends the rest.
-            let buffered_head = if pipelined.is_empty() {
+            let buffered = if pipelined.is_empty() {
                 Ok(None)
             } else {
                 io.try_read_head(HeadKind::Request)
             };
-            let head = match buffered_head {
-                Ok(Some(head)) => Ok(Some(head)),
+            let head = match buffered {
                 Ok(None) => {
                     if !pipelined.is_empty() {
                         self.write_answers(io, pipelined).await?;
@@ -208,7 +209,7 @@ impl Server {
                     io.read_head(HeadKind::Request, self.config.timeouts.idle)
                         .await
                 }
-                Err(e) => Err(e),
+                found => found,
             };
             let head = match head {
                 Ok(Some(head)) => head,
