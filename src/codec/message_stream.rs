@@ -1,7 +1,7 @@
 //! The message stream codec (spec §2.6): `u64 len | Message`, etcd's `message.go`.
 //! Carries everything but MsgSnap; the link heartbeat is `Message{Type: MsgHeartbeat}`.
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use prost::Message as _;
 
 use super::assembler::{scan_len_prefixed, FrameAssembler};
@@ -13,11 +13,7 @@ use crate::raftpb::Message;
 
 /// Appends `m` as one message-stream frame to `dst`. Allocates only when `dst` must grow.
 pub fn encode_message_frame<S: FrameSink + ?Sized>(m: &Message, dst: &mut S) -> FrameKind {
-    let len = wire::message_len(m);
-    let buf = dst.buf();
-    buf.reserve(8 + len);
-    buf.put_u64(len as u64);
-    wire::encode_message(m, dst);
+    wire::encode_message_with_u64_len(m, dst);
     if m.is_link_heartbeat() {
         FrameKind::LinkHeartbeat
     } else {
@@ -104,6 +100,52 @@ mod tests {
         let mut out = Message::default();
         let info = dec.decode(&mut buf.freeze(), &mut out).unwrap().unwrap();
         assert_eq!((info.kind, info.len), (FrameKind::LinkHeartbeat, 38));
+    }
+
+    /// The length is written after the message: it must count the payloads a send
+    /// batch keeps by reference as well as the bytes copied into its buffer.
+    #[test]
+    fn frame_length_counts_payloads_kept_by_reference() {
+        use crate::http::batch::{Batch, COPY_LIMIT};
+        use crate::raftpb::{wire, Entry, MessageType};
+        let big = Bytes::from(vec![5u8; COPY_LIMIT + 3]);
+        let m = Message {
+            msg_type: MessageType::MsgApp as i32,
+            to: 2,
+            from: 1,
+            term: 7,
+            entries: vec![
+                Entry {
+                    index: 1,
+                    data: Some(big.clone()),
+                    ..Default::default()
+                },
+                Entry {
+                    index: 2,
+                    data: Some(Bytes::from_static(b"small")),
+                    ..Default::default()
+                },
+            ],
+            context: Some(big.clone()),
+            ..Default::default()
+        };
+        let mut batch = Batch::with_capacity(64);
+        batch.buf().extend_from_slice(b"ahead");
+        encode_message_frame(&m, &mut batch);
+        assert_eq!(batch.referenced_len(), 2 * big.len(), "kept by reference");
+        let mut pieces = Vec::new();
+        batch.take_from(5, &mut pieces);
+        let mut whole = BytesMut::new();
+        for p in &pieces {
+            whole.extend_from_slice(p);
+        }
+        let len = u64::from_be_bytes(whole[..8].try_into().unwrap());
+        assert_eq!(len as usize, wire::message_len(&m));
+        assert_eq!(whole.len(), 8 + wire::message_len(&m));
+        let mut dec = MessageStreamDecoder::new(&Limits::default());
+        let mut out = Message::default();
+        dec.decode(&mut whole.freeze(), &mut out).unwrap().unwrap();
+        assert_eq!(out, m);
     }
 
     #[test]

@@ -60,12 +60,8 @@ impl MsgAppV2Encoder {
             self.index = self.index.wrapping_add(m.entries.len() as u64);
             FrameKind::AppEntries
         } else {
-            let len = wire::message_len(m);
-            let buf = dst.buf();
-            buf.reserve(9 + len);
-            buf.put_u8(TAG_MSG_APP);
-            buf.put_u64(len as u64);
-            wire::encode_message(m, dst);
+            dst.buf().put_u8(TAG_MSG_APP);
+            wire::encode_message_with_u64_len(m, dst);
             self.term = m.term;
             self.index = m.entries.last().map_or(m.index, |e| e.index);
             FrameKind::MsgApp

@@ -114,6 +114,11 @@ impl FrameSink for Batch {
     fn put_payload(&mut self, data: &Bytes) {
         Batch::put_payload(self, data);
     }
+
+    #[inline]
+    fn written(&self) -> usize {
+        self.len()
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! path that was the largest cost left in the codecs (docs/performance.md). Here:
 //!
 //! - **Encoding** writes etcd 3.4's bytes (every `nullable=false` field present, in tag
-//!   order) into a stack scratch buffer and appends it with one `put_slice`; payloads go
-//!   with a second. A [`Message`] whose snapshot is not empty, or that carries v3.6
+//!   order) in place, into room reserved at the end of the output with one capacity
+//!   check; payloads are appended after. A framed message's length is written once the
+//!   message is, not counted in a pass before. A [`Message`] whose snapshot is not empty, or that carries v3.6
 //!   `responses`, is left to prost (MsgSnap is rare and large; its cost is elsewhere).
 //! - **Decoding** takes fields in increasing tag order, as every etcd era writes them
 //!   (spec §2.2), slicing payloads out of the input with one reference each. Anything
@@ -32,6 +33,8 @@ pub trait FrameSink {
     /// Appends a payload (an entry's data, a message's context): copied, unless the sink
     /// keeps it by reference.
     fn put_payload(&mut self, data: &Bytes);
+    /// Bytes appended so far, payloads kept by reference included.
+    fn written(&self) -> usize;
 }
 
 impl FrameSink for BytesMut {
@@ -43,6 +46,11 @@ impl FrameSink for BytesMut {
     #[inline]
     fn put_payload(&mut self, data: &Bytes) {
         self.put_slice(data);
+    }
+
+    #[inline]
+    fn written(&self) -> usize {
+        self.len()
     }
 }
 
@@ -60,20 +68,34 @@ pub fn varint_len(v: u64) -> usize {
     ((((v | 1).leading_zeros() ^ 63) * 9 + 73) / 64) as usize
 }
 
-/// A fixed-size stack buffer that varints and tags are written into before being
-/// appended to the output in one `put_slice`.
-struct Scratch<const N: usize> {
-    buf: [u8; N],
+/// Tags and varints written in place into room at the end of an output buffer (see
+/// [`Fields::room`]).
+struct Fields<'a> {
+    buf: &'a mut [u8],
     len: usize,
 }
 
-impl<const N: usize> Scratch<N> {
-    #[inline]
-    fn new() -> Self {
-        Scratch {
-            buf: [0; N],
-            len: 0,
-        }
+impl<'a> Fields<'a> {
+    /// Puts `N` zeroed bytes at the end of `dst` (a fill of constant length: a few vector
+    /// stores and one capacity check) for fields to overwrite byte by byte. Returns them
+    /// and where they start: truncating `dst` to that plus `len` then cuts off what the
+    /// fields did not use.
+    ///
+    /// In place, not in a stack buffer copied over afterwards: that copy's wide loads,
+    /// issued right after the byte stores they read, cannot be forwarded from the store
+    /// buffer and stalled until the stores retired, about half of each encoder's time
+    /// (docs/performance.md).
+    #[inline(always)]
+    fn room<const N: usize>(dst: &'a mut BytesMut) -> (Self, usize) {
+        let start = dst.len();
+        dst.put_bytes(0, N);
+        (
+            Fields {
+                buf: &mut dst[start..],
+                len: 0,
+            },
+            start,
+        )
     }
 
     #[inline]
@@ -96,22 +118,6 @@ impl<const N: usize> Scratch<N> {
         self.byte(tag);
         self.varint(v);
     }
-
-    #[inline]
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    /// Appends the written bytes to `dst`. Copies the whole fixed-size buffer and then
-    /// cuts `dst` back: a copy of constant length compiles to a few vector moves, where
-    /// one of variable length is a call to `memmove` (8% of a writer's samples on the
-    /// 100-entry rows, two calls per entry).
-    #[inline]
-    fn append_to(&self, dst: &mut BytesMut) {
-        let end = dst.len() + self.len;
-        dst.extend_from_slice(&self.buf);
-        dst.truncate(end);
-    }
 }
 
 /// Bytes of `e`'s protobuf encoding (what prost's `encoded_len` returns).
@@ -129,9 +135,10 @@ pub fn entry_len(e: &Entry) -> usize {
 #[inline]
 pub fn encode_entry<S: FrameSink + ?Sized>(e: &Entry, dst: &mut S) {
     // Four tags and four varints of at most ten bytes each.
-    let mut s = Scratch::<44>::new();
-    entry_head(e, &mut s);
-    dst.buf().put_slice(s.as_slice());
+    let (mut f, start) = Fields::room::<44>(dst.buf());
+    entry_head(e, &mut f);
+    let end = start + f.len;
+    dst.buf().truncate(end);
     if let Some(d) = &e.data {
         dst.put_payload(d);
     }
@@ -142,25 +149,26 @@ pub fn encode_entry<S: FrameSink + ?Sized>(e: &Entry, dst: &mut S) {
 /// payload in a second.
 #[inline]
 pub fn encode_entry_with_u64_len<S: FrameSink + ?Sized>(e: &Entry, dst: &mut S) {
-    let mut s = Scratch::<52>::new();
+    let (mut f, start) = Fields::room::<52>(dst.buf());
     for b in (entry_len(e) as u64).to_be_bytes() {
-        s.byte(b);
+        f.byte(b);
     }
-    entry_head(e, &mut s);
-    s.append_to(dst.buf());
+    entry_head(e, &mut f);
+    let end = start + f.len;
+    dst.buf().truncate(end);
     if let Some(d) = &e.data {
         dst.put_payload(d);
     }
 }
 
 /// `e`'s encoding up to its payload: type, term, index, and the payload's tag and length.
-#[inline]
-fn entry_head<const N: usize>(e: &Entry, s: &mut Scratch<N>) {
-    s.field(0x08, e.entry_type as i64 as u64);
-    s.field(0x10, e.term);
-    s.field(0x18, e.index);
+#[inline(always)]
+fn entry_head(e: &Entry, f: &mut Fields<'_>) {
+    f.field(0x08, e.entry_type as i64 as u64);
+    f.field(0x10, e.term);
+    f.field(0x18, e.index);
     if let Some(d) = &e.data {
-        s.field(0x22, d.len() as u64);
+        f.field(0x22, d.len() as u64);
     }
 }
 
@@ -205,40 +213,61 @@ pub fn encode_message<S: FrameSink + ?Sized>(m: &Message, dst: &mut S) {
         m.encode_raw(dst.buf());
         return;
     }
-    let mut head = Scratch::<66>::new();
-    head.field(0x08, m.msg_type as i64 as u64);
-    head.field(0x10, m.to);
-    head.field(0x18, m.from);
-    head.field(0x20, m.term);
-    head.field(0x28, m.log_term);
-    head.field(0x30, m.index);
-    head.append_to(dst.buf());
+    let (mut f, start) = Fields::room::<66>(dst.buf());
+    f.field(0x08, m.msg_type as i64 as u64);
+    f.field(0x10, m.to);
+    f.field(0x18, m.from);
+    f.field(0x20, m.term);
+    f.field(0x28, m.log_term);
+    f.field(0x30, m.index);
+    let end = start + f.len;
+    dst.buf().truncate(end);
     for e in &m.entries {
-        let mut t = Scratch::<11>::new();
-        t.field(0x3a, entry_len(e) as u64);
-        dst.buf().put_slice(t.as_slice());
+        let (mut f, start) = Fields::room::<11>(dst.buf());
+        f.field(0x3a, entry_len(e) as u64);
+        let end = start + f.len;
+        dst.buf().truncate(end);
         encode_entry(e, dst);
     }
     // commit, the empty snapshot, reject, reject_hint, then the optional context and vote.
-    let mut tail = Scratch::<58>::new();
-    tail.field(0x40, m.commit);
-    tail.field(0x4a, EMPTY_SNAPSHOT_V34.len() as u64);
+    let (mut f, start) = Fields::room::<58>(dst.buf());
+    f.field(0x40, m.commit);
+    f.field(0x4a, EMPTY_SNAPSHOT_V34.len() as u64);
     for b in EMPTY_SNAPSHOT_V34 {
-        tail.byte(b);
+        f.byte(b);
     }
-    tail.field(0x50, m.reject as u64);
-    tail.field(0x58, m.reject_hint);
+    f.field(0x50, m.reject as u64);
+    f.field(0x58, m.reject_hint);
     if let Some(c) = &m.context {
-        tail.field(0x62, c.len() as u64);
+        f.field(0x62, c.len() as u64);
     }
-    tail.append_to(dst.buf());
+    let end = start + f.len;
+    dst.buf().truncate(end);
     if let Some(c) = &m.context {
         dst.put_payload(c);
     }
     if let Some(v) = m.vote {
-        let mut t = Scratch::<11>::new();
-        t.field(0x68, v);
-        dst.buf().put_slice(t.as_slice());
+        let (mut f, start) = Fields::room::<11>(dst.buf());
+        f.field(0x68, v);
+        let end = start + f.len;
+        dst.buf().truncate(end);
+    }
+}
+
+/// Appends `m` as the stream frames carry it: a big-endian `u64` length, then its
+/// protobuf encoding (the message stream's frame, and msgappv2's MsgApp frame after its
+/// tag). The length goes into the 8 bytes left for it once the message is written:
+/// counting the message's bytes first was a second pass over it, a third of a
+/// heartbeat's encoding time.
+pub fn encode_message_with_u64_len<S: FrameSink + ?Sized>(m: &Message, dst: &mut S) {
+    let at = dst.buf().len();
+    dst.buf().put_u64(0);
+    let start = dst.written();
+    encode_message(m, dst);
+    let len = (dst.written() - start) as u64;
+    // Always there: encoding only appends after the 8 bytes put at `at`.
+    if let Some(slot) = dst.buf().get_mut(at..at + 8) {
+        slot.copy_from_slice(&len.to_be_bytes());
     }
 }
 
