@@ -180,16 +180,24 @@ impl Whole {
     /// then consumes it from `input` if it lay there.
     #[inline]
     pub(crate) fn parse<R>(self, input: &mut Bytes, parse: impl FnOnce(&Bytes, usize) -> R) -> R {
-        match self {
+        // One call of `parse` for both cases, so that it is inlined here: called from two
+        // arms it was not, and its result (a `Result` with a 40-byte error) went through
+        // the stack, its narrow stores read back by wide loads that stalled.
+        let gathered;
+        let (frame, len, consumed) = match self {
             Whole::InInput(n) => {
                 // `n` was checked against the input when the frame was found.
                 let n = n.min(input.len());
-                let r = parse(input, n);
-                input.advance(n);
-                r
+                (&*input, n, n)
             }
-            Whole::Gathered(frame) => parse(&frame, frame.len()),
-        }
+            Whole::Gathered(frame) => {
+                gathered = frame;
+                (&gathered, gathered.len(), 0)
+            }
+        };
+        let r = parse(frame, len);
+        input.advance(consumed);
+        r
     }
 }
 
