@@ -56,13 +56,21 @@ impl AppSource {
     /// once `m` has held `per_msg` entries).
     pub fn fill(&mut self, m: &mut Message) {
         let i = self.index;
-        m.entries.clear();
-        m.entries.extend((1..=self.per_msg as u64).map(|j| Entry {
-            entry_type: EntryType::EntryNormal as i32,
-            term: 1,
-            index: i + j,
-            data: Some(self.payload.clone()),
-        }));
+        if self.holds_entries(m) {
+            // The previous MsgApp of this source: only the indexes change. (Dropping and
+            // rebuilding every entry was a tenth of the sending thread on 1x64B.)
+            for (j, e) in (1..).zip(m.entries.iter_mut()) {
+                e.index = i + j;
+            }
+        } else {
+            m.entries.clear();
+            m.entries.extend((1..=self.per_msg as u64).map(|j| Entry {
+                entry_type: EntryType::EntryNormal as i32,
+                term: 1,
+                index: i + j,
+                data: Some(self.payload.clone()),
+            }));
+        }
         m.msg_type = MessageType::MsgApp as i32;
         m.from = self.from;
         m.to = self.to;
@@ -71,6 +79,19 @@ impl AppSource {
         m.index = i;
         m.commit = i;
         self.index = i + self.per_msg as u64;
+    }
+
+    /// Whether `m` holds `per_msg` entries as this source builds them (type, term and
+    /// payload), so that only their indexes need writing.
+    fn holds_entries(&self, m: &Message) -> bool {
+        m.entries.len() == self.per_msg
+            && m.entries.iter().all(|e| {
+                e.entry_type == EntryType::EntryNormal as i32
+                    && e.term == 1
+                    && e.data.as_ref().is_some_and(|d| {
+                        d.as_ptr() == self.payload.as_ptr() && d.len() == self.payload.len()
+                    })
+            })
     }
 
     /// The receiver of these MsgApps.
@@ -116,5 +137,31 @@ pub fn replay_reads(stream: &[u8], read_size: usize, mut piece: impl FnMut(Bytes
         buf.reserve(read_size);
         buf.extend_from_slice(read);
         piece(buf.split().freeze());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Filling a message again gives what a fresh one gets, whatever it held before.
+    #[test]
+    fn refilling_equals_a_fresh_message() {
+        for per_msg in [1, 3] {
+            let mut reused = AppSource::new(1, 2, per_msg, 64);
+            let mut fresh = AppSource::new(1, 2, per_msg, 64);
+            let mut m = Message::default();
+            for round in 0..4 {
+                if round == 2 {
+                    // Something else in the entries: they must be rebuilt, not renumbered.
+                    m.entries[0].data = Some(Bytes::from_static(b"other"));
+                }
+                reused.fill(&mut m);
+                assert_eq!(m, fresh.next_message(), "{per_msg} entries, round {round}");
+            }
+            m.entries.push(Entry::default());
+            reused.fill(&mut m);
+            assert_eq!(m, fresh.next_message(), "{per_msg} entries, one too many");
+        }
     }
 }
