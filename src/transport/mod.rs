@@ -12,6 +12,7 @@ pub mod message_pool;
 pub mod metrics;
 pub mod peer;
 pub mod peer_status;
+pub mod peers;
 pub mod pipeline;
 pub mod prober;
 pub mod processor;
@@ -28,7 +29,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use checks::Profile;
@@ -178,9 +179,8 @@ pub struct Shared {
     pub raft: Arc<dyn Raft>,
     /// Settings.
     pub config: Config,
-    /// Peers and remotes by ID. Looked up on every send: member IDs are random 64-bit
-    /// numbers, so Fx's multiply does, where SipHash cost a few percent of sending.
-    peers: RwLock<rustc_hash::FxHashMap<u64, Arc<Peer>>>,
+    /// Peers and remotes by ID, read without a lock on the sending path.
+    peers: peers::Peers,
     /// Fatal errors for the application.
     pub fatal: SyncSender<FatalError>,
     /// Set once by [`Transport::stop`].
@@ -196,11 +196,7 @@ pub struct Shared {
 impl Shared {
     /// The peer (or remote) with `id`.
     pub fn peer(&self, id: u64) -> Option<Arc<Peer>> {
-        self.peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        self.peers.with(|m| m.get(&id).cloned())
     }
 
     /// etcd's `AddRemote`: a pipeline-only peer for a member not in our membership;
@@ -271,14 +267,17 @@ impl Shared {
             self.raft.clone(),
             remote_only,
         );
-        {
-            let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        let added = self.peers.change(|peers| {
             match peers.get(&id) {
-                Some(existing) if !existing.remote_only || remote_only => return Ok(()),
+                Some(existing) if !existing.remote_only || remote_only => return false,
                 Some(remote) => remote.stop(), // a peer replaces a remote
                 None => {}
             }
             peers.insert(id, peer.clone());
+            true
+        });
+        if !added {
+            return Ok(());
         }
         peer::spawn_workers(id, receivers, self.raft.clone());
         let io = self.io.lock().unwrap_or_else(|p| p.into_inner());
@@ -436,7 +435,7 @@ impl Transport {
             local,
             raft,
             config,
-            peers: RwLock::default(),
+            peers: peers::Peers::default(),
             fatal,
             stopped: AtomicBool::new(false),
             stop_server: tokio::sync::Notify::new(),
@@ -502,12 +501,7 @@ impl Transport {
 
     /// Removes peer `id` (logs and does nothing if unknown, as etcd 3.6 does).
     pub fn remove_peer(&self, id: u64) {
-        let removed = self
-            .shared
-            .peers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let removed = self.shared.peers.change(|m| m.remove(&id));
         match removed {
             Some(p) => p.stop(),
             None => {
@@ -518,13 +512,7 @@ impl Transport {
 
     /// Removes every peer.
     pub fn remove_all_peers(&self) {
-        let all: Vec<_> = self
-            .shared
-            .peers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
+        let all: Vec<_> = self.shared.peers.change(|m| m.drain().collect());
         for (_, p) in all {
             p.stop();
         }
@@ -553,18 +541,22 @@ impl Transport {
         if m.to == 0 {
             return;
         }
-        let peer = {
-            // The common case, queued on a stream, needs neither a reference count on
-            // the peer nor anything of the application's, so it runs under the lock.
-            let peers = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
-            let Some(p) = peers.get(&m.to) else {
-                drop(peers);
+        // The common case, queued on a stream, needs neither a reference count on the
+        // peer nor anything of the application's, so it runs on this thread's copy of
+        // the peers (no lock).
+        let routed = self.shared.peers.with_copy(|peers| {
+            let p = peers.get(&m.to)?;
+            match p.route_to_stream(m) {
+                peer::Routed::Queued => Some(None),
+                routed => Some(Some((p.clone(), routed))),
+            }
+        });
+        let peer = match routed {
+            Some(Some(peer)) => peer,
+            Some(None) => return,
+            None => {
                 tracing::debug!(to = %format_args!("{:x}", m.to), "ignored message (sent to unknown peer)");
                 return;
-            };
-            match p.route_to_stream(m) {
-                peer::Routed::Queued => return,
-                routed => (p.clone(), routed),
             }
         };
         // Reports reach the application, which may change the peers: not under the lock.
@@ -645,21 +637,14 @@ impl Transport {
     pub fn active_peers(&self) -> usize {
         self.shared
             .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .current()
             .values()
             .filter(|p| !p.remote_only && p.status.is_active())
             .count()
     }
 
     fn for_each_peer(&self, f: impl Fn(&Peer)) {
-        for p in self
-            .shared
-            .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
+        for p in self.shared.peers.current().values() {
             f(p);
         }
     }
@@ -693,8 +678,7 @@ impl Transport {
         let mut peers: Vec<PeerStats> = self
             .shared
             .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .current()
             .values()
             .map(|p| PeerStats {
                 id: p.id,
@@ -727,7 +711,7 @@ impl Transport {
         let peers: Vec<Arc<Peer>> = transports
             .iter()
             .flat_map(|t| {
-                let map = t.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+                let map = t.shared.peers.current();
                 let mut v: Vec<_> = map.values().filter(|p| !p.remote_only).cloned().collect();
                 v.sort_by_key(|p| p.id);
                 v
@@ -755,6 +739,9 @@ impl Transport {
             return;
         }
         self.remove_all_peers();
+        // The peers are stopped; this thread's copy of them need not outlive the
+        // transport (other threads let theirs go at their next send).
+        self.shared.peers.forget_copy();
         let io = self
             .shared
             .io

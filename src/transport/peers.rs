@@ -1,0 +1,239 @@
+//! A transport's peers by ID: copied on write, and read on the sending path from a copy
+//! each sending thread keeps, with no lock.
+//!
+//! `send` looks its peer up for every message. Under a read-write lock that was two
+//! locked instructions per message (taking and releasing a read share) on the sending
+//! thread, each waiting for the stores of the message just encoded to drain: a tenth of
+//! that thread's time on small messages. Membership changes are rare, so the map is
+//! replaced whole when it changes and a generation number is bumped; a sending thread
+//! keeps the map it last used with its generation, and while the generation is the same
+//! (one plain load) it reads its copy. A change is seen by each thread's next send.
+//!
+//! A thread's copy holds its peers (and their worker threads, which end when a peer is
+//! dropped) until that thread next sends through this transport or through
+//! [`CACHED_TRANSPORTS`] others, or ends.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rustc_hash::FxHashMap;
+
+use super::peer::Peer;
+
+/// Peers and remotes by ID. Member IDs are random 64-bit numbers, so Fx's multiply does
+/// as a hash (SipHash cost a few percent of sending).
+pub type PeerMap = FxHashMap<u64, Arc<Peer>>;
+
+/// Transports whose maps one thread keeps copies of (the oldest is let go first).
+pub const CACHED_TRANSPORTS: usize = 4;
+
+/// Tells transports apart in a thread's copies: a dropped transport's address can be
+/// reused by the next one, its number cannot.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One transport's map as a thread last read it.
+struct Copy {
+    transport: u64,
+    generation: u64,
+    map: Arc<PeerMap>,
+}
+
+thread_local! {
+    /// This thread's copies, most recently refreshed last.
+    static COPIES: RefCell<Vec<Copy>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A transport's peers.
+pub struct Peers {
+    id: u64,
+    /// Bumped (under the write lock) every time `map` is replaced.
+    generation: AtomicU64,
+    map: RwLock<Arc<PeerMap>>,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            map: RwLock::default(),
+        }
+    }
+}
+
+impl Peers {
+    /// The current map (for anything but sending: this takes a reference to it).
+    pub fn current(&self) -> Arc<PeerMap> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs `f` on the current map, under the read lock (for anything but sending).
+    pub fn with<R>(&self, f: impl FnOnce(&PeerMap) -> R) -> R {
+        f(&self.map.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Changes the map: `f` edits a copy, which replaces it, and sending threads see it
+    /// from their next send.
+    pub fn change<R>(&self, f: impl FnOnce(&mut PeerMap) -> R) -> R {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = PeerMap::clone(&map);
+        let r = f(&mut next);
+        *map = Arc::new(next);
+        // Under the lock, after the map: whoever sees this number reads this map or a
+        // newer one.
+        self.generation.fetch_add(1, Ordering::Release);
+        r
+    }
+
+    /// Runs `f` on this thread's copy of the map, taken again first if the peers
+    /// changed since. `f` must not send through this transport (it would read the map
+    /// under the lock instead: correct, only slower).
+    pub fn with_copy<R>(&self, f: impl FnOnce(&PeerMap) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        COPIES.with(|copies| {
+            let fresh = copies
+                .borrow()
+                .iter()
+                .any(|c| c.transport == self.id && c.generation == generation);
+            if !fresh {
+                let Ok(mut copies) = copies.try_borrow_mut() else {
+                    return self.with(f);
+                };
+                // The map read now is this generation's or newer; a newer one is taken
+                // again at the next send, which is harmless.
+                let map = self.map.read().unwrap_or_else(|p| p.into_inner()).clone();
+                copies.retain(|c| c.transport != self.id);
+                if copies.len() >= CACHED_TRANSPORTS {
+                    copies.remove(0);
+                }
+                copies.push(Copy {
+                    transport: self.id,
+                    generation,
+                    map,
+                });
+            }
+            let copies = copies.borrow();
+            match copies.iter().rev().find(|c| c.transport == self.id) {
+                Some(c) => f(&c.map),
+                None => self.with(f),
+            }
+        })
+    }
+
+    /// Lets go of this thread's copy of this transport's map (when the transport
+    /// stops, so that a thread that stopped it does not keep its peers).
+    pub fn forget_copy(&self) {
+        COPIES.with(|copies| {
+            if let Ok(mut copies) = copies.try_borrow_mut() {
+                copies.retain(|c| c.transport != self.id);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raftpb::Message;
+    use crate::transport::peer::QueueSizes;
+    use crate::transport::raft::{ProcessError, Raft, SnapshotStatus};
+
+    struct Nothing;
+    impl Raft for Nothing {
+        fn process(&self, _m: Message) -> Result<(), ProcessError> {
+            Ok(())
+        }
+        fn is_id_removed(&self, _id: u64) -> bool {
+            false
+        }
+        fn report_unreachable(&self, _id: u64) {}
+        fn report_snapshot(&self, _id: u64, _status: SnapshotStatus) {}
+    }
+
+    fn peer(id: u64) -> Arc<Peer> {
+        Peer::new(
+            1,
+            id,
+            Vec::new(),
+            QueueSizes::default(),
+            Arc::new(Nothing),
+            true,
+        )
+        .0
+    }
+
+    fn ids(peers: &Peers) -> Vec<u64> {
+        let mut v: Vec<u64> = peers.with_copy(|m| m.keys().copied().collect());
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_thread_sees_every_change_at_its_next_read() {
+        let peers = Peers::default();
+        assert!(ids(&peers).is_empty());
+        peers.change(|m| m.insert(2, peer(2)));
+        assert_eq!(ids(&peers), [2]);
+        peers.change(|m| m.insert(3, peer(3)));
+        assert_eq!(ids(&peers), [2, 3]);
+        peers.change(|m| m.remove(&2));
+        assert_eq!(ids(&peers), [3]);
+        // Another thread, with no copy yet, and a change it makes seen here.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(ids(&peers), [3]);
+                peers.change(|m| m.insert(4, peer(4)));
+            });
+        });
+        assert_eq!(ids(&peers), [3, 4]);
+    }
+
+    #[test]
+    fn copies_are_kept_apart_by_transport_and_let_go() {
+        let all: Vec<Peers> = (0..CACHED_TRANSPORTS + 2)
+            .map(|_| Peers::default())
+            .collect();
+        for (i, p) in all.iter().enumerate() {
+            let id = 10 + i as u64;
+            p.change(|m| m.insert(id, peer(id)));
+        }
+        for (i, p) in all.iter().enumerate() {
+            assert_eq!(ids(p), [10 + i as u64]);
+        }
+        let held = COPIES.with(|c| c.borrow().len());
+        assert_eq!(held, CACHED_TRANSPORTS, "bounded");
+        // A removed peer is let go by this thread's copy at its next read.
+        let p2 = peer(2);
+        let weak = Arc::downgrade(&p2);
+        all[0].change(|m| m.insert(2, p2));
+        assert_eq!(ids(&all[0]), [2, 10]);
+        all[0].change(|m| m.remove(&2));
+        assert!(weak.upgrade().is_some(), "the copy still holds it");
+        assert_eq!(ids(&all[0]), [10]);
+        assert!(
+            weak.upgrade().is_none(),
+            "let go once the copy was taken again"
+        );
+        all[0].forget_copy();
+        let held = COPIES.with(|c| {
+            c.borrow()
+                .iter()
+                .filter(|c| c.transport == all[0].id)
+                .count()
+        });
+        assert_eq!(held, 0);
+    }
+
+    #[test]
+    fn a_nested_read_falls_back_to_the_lock() {
+        let peers = Peers::default();
+        peers.change(|m| m.insert(2, peer(2)));
+        let outer = peers.with_copy(|m| {
+            // The copy is borrowed; a change and a second read here still work.
+            peers.change(|m| m.insert(3, peer(3)));
+            (m.len(), ids(&peers))
+        });
+        assert_eq!(outer, (1, vec![2, 3]));
+    }
+}
