@@ -9,8 +9,9 @@
 //! - **Encoding** writes etcd 3.4's bytes (every `nullable=false` field present, in tag
 //!   order) in place, into room reserved at the end of the output with one capacity
 //!   check; payloads are appended after. A framed message's length is written once the
-//!   message is, not counted in a pass before. A [`Message`] whose snapshot is not empty, or that carries v3.6
-//!   `responses`, is left to prost (MsgSnap is rare and large; its cost is elsewhere).
+//!   message is, not counted in a pass before. A [`Message`] whose snapshot is not
+//!   empty, or that carries v3.6 `responses`, is left to prost (MsgSnap is rare and
+//!   large; its cost is elsewhere).
 //! - **Decoding** takes fields in increasing tag order, as every etcd era writes them
 //!   (spec §2.2), slicing payloads out of the input with one reference each. Anything
 //!   else (an unknown field, a repeated scalar, fields out of order, a malformed varint, a
