@@ -795,3 +795,46 @@ impl IoTask for Pipelined {
 fn pipelined_requests_are_answered_in_order_on_one_connection() {
     on_both(Pipelined);
 }
+
+/// `try_next` hands out, without waiting, what has already arrived of a stream body,
+/// chunk framing and its end included.
+#[derive(Clone)]
+struct StreamingTryNext;
+impl IoTask for StreamingTryNext {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let closed = Rc::new(Cell::new(None));
+        let (server, url, _) = start_server::<B>(ServerConfig::default(), closed.clone(), false);
+        let c = client::<B>(Timeouts::default());
+        let mut s = c
+            .get_stream(&url, "/raft/stream/message/2", &[])
+            .await
+            .unwrap();
+        assert_eq!(s.status, 200);
+        let mut total = s.next().await.unwrap().map_or(0, |p| p.len());
+        // The server writes the rest and ends the body meanwhile.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut ended = false;
+        for _ in 0..1000 {
+            match s.try_next().unwrap() {
+                Some(Some(piece)) => {
+                    assert!(piece.iter().all(|&b| b == b'x'));
+                    total += piece.len();
+                }
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        assert!(ended, "the end was seen without waiting in `next`");
+        assert_eq!(total, 5000);
+        server.stop();
+    }
+}
+
+#[test]
+fn try_next_takes_what_arrived_of_a_stream() {
+    on_both(StreamingTryNext);
+}

@@ -155,3 +155,66 @@ fn many_pieces_to_a_slow_reader_on_uring() {
     let got = block_on(IoBackend::Uring, ManyPiecesToASlowReader).unwrap();
     assert_eq!(got.len(), SLOW_TOTAL);
 }
+
+/// A read of what has already arrived: nothing yet is `WouldBlock`, bytes that came are
+/// appended after what the buffer holds, and a closed peer is `Ok(0)`.
+struct TryRead;
+
+impl IoTask for TryRead {
+    type Output = Vec<u8>;
+
+    async fn run<B: Backend>(self) -> Vec<u8> {
+        let listener = B::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = B::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(b"ab");
+        let e = server.try_read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        let (r, _) = client.write_all(Bytes::from_static(b"cdef")).await;
+        r.unwrap();
+        // Let the bytes cross (and, on epoll, the reactor see them).
+        let mut n = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            match server.try_read(&mut buf) {
+                Ok(got) => {
+                    n = got;
+                    break;
+                }
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            }
+        }
+        assert_eq!(n, 4);
+        client.shutdown().unwrap();
+        let mut eof = false;
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            match server.try_read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(more) => panic!("{more} bytes after the peer closed"),
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            }
+        }
+        assert!(eof, "EOF seen");
+        buf.to_vec()
+    }
+}
+
+#[test]
+fn try_read_takes_what_arrived_on_epoll() {
+    assert_eq!(block_on(IoBackend::Epoll, TryRead).unwrap(), b"abcdef");
+}
+
+#[test]
+fn try_read_takes_what_arrived_on_uring() {
+    if rafthttp::io::probe_uring().is_err() {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    }
+    assert_eq!(block_on(IoBackend::Uring, TryRead).unwrap(), b"abcdef");
+}

@@ -457,6 +457,16 @@ impl<B: Backend> StreamResponse<B> {
         }
     }
 
+    /// The next piece of the body if it has already arrived: `Ok(None)` where
+    /// [`next`](Self::next) would wait, `Ok(Some(None))` at the body's end.
+    pub fn try_next(&mut self) -> Result<Option<Option<Bytes>>, HttpError> {
+        Ok(match self.io.try_next_body_event(&mut self.dec)? {
+            None => None,
+            Some(BodyEvent::Data(d)) => Some(Some(d)),
+            Some(BodyEvent::End) => Some(None),
+        })
+    }
+
     /// Reads the whole (finite) body, up to `max` bytes.
     pub async fn read_to_end(mut self, max: u64) -> Result<Bytes, HttpError> {
         let body = self.io.read_body_to_end(&mut self.dec, max).await;

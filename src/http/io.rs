@@ -155,6 +155,25 @@ impl<C: Conn> HttpIo<C> {
         Ok(n)
     }
 
+    /// Reads what has already arrived, without waiting: `Ok(None)` when nothing has (or
+    /// held responses must go out first, which needs the waiting path).
+    fn try_fill(&mut self) -> Result<Option<usize>, HttpError> {
+        if !self.wbuf.is_empty() {
+            return Ok(None);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
+            self.grow_read_buffer();
+        }
+        match self.conn.try_read(&mut self.rbuf) {
+            Ok(n) => {
+                self.counted(n);
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Makes room for a read. Frames handed out are slices of earlier reads, so the old
     /// buffer is often still pointed into by frames queued for the application; it is
     /// then retired and a free one reused (see `recycle`), any partial frame at its end
@@ -259,6 +278,38 @@ impl<C: Conn> HttpIo<C> {
             if self.fill(by, "reading the body").await? == 0 {
                 dec.eof()?;
                 return Ok(BodyEvent::End);
+            }
+        }
+    }
+
+    /// [`next_body_event`](Self::next_body_event) from what has already arrived:
+    /// `Ok(None)` where that would wait.
+    pub fn try_next_body_event(
+        &mut self,
+        dec: &mut BodyDecoder,
+    ) -> Result<Option<BodyEvent>, HttpError> {
+        let mut read = false;
+        loop {
+            if self.pending.is_empty() && !self.rbuf.is_empty() {
+                let take = dec
+                    .bytes_wanted()
+                    .map_or(self.rbuf.len(), |w| w.min(self.rbuf.len() as u64) as usize);
+                self.pending = self.rbuf.split_to(take).freeze();
+            }
+            if let Some(ev) = dec.decode(&mut self.pending)? {
+                return Ok(Some(ev));
+            }
+            // One read at most: what it brings is decoded, and the caller asks again.
+            if read {
+                return Ok(None);
+            }
+            match self.try_fill()? {
+                None => return Ok(None),
+                Some(0) => {
+                    dec.eof()?;
+                    return Ok(Some(BodyEvent::End));
+                }
+                Some(_) => read = true,
             }
         }
     }

@@ -36,6 +36,10 @@ impl Conn for EpollConn {
         }
     }
 
+    fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.0.try_read_buf(buf)
+    }
+
     async fn write_all(&self, buf: Bytes) -> (io::Result<()>, Bytes) {
         let mut rest = &buf[..];
         while !rest.is_empty() {

@@ -38,6 +38,18 @@ impl Conn for UringConn {
         (res, slice.into_inner())
     }
 
+    fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        // SAFETY: as in `try_send_vectored`: the descriptor is `self.stream`'s, which
+        // stays open while `self` is borrowed.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+        let n = socket2::SockRef::from(&fd)
+            .recv_with_flags(buf.spare_capacity_mut(), libc::MSG_DONTWAIT)?;
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity it was
+        // given (and `n` is at most its length).
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
     async fn write_all(&self, buf: Bytes) -> (io::Result<()>, Bytes) {
         self.stream.write_all(buf).await
     }

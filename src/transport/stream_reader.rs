@@ -17,6 +17,7 @@ use super::recv_queue::ReaderPages;
 use super::Shared;
 use crate::codec::{FrameKind, MessageStreamDecoder, MsgAppV1Decoder, MsgAppV2Decoder};
 use crate::http::client::Client;
+use crate::http::io::HttpError;
 use crate::http::write::HeaderValue;
 use crate::io::{Backend, BufferPool, Conn, IoTask};
 use crate::version::{StreamType, Version};
@@ -167,20 +168,42 @@ impl IoTask for StreamReader {
                 )),
             };
             let mut pages = peer.reader_pages();
-            let ended = loop {
-                match resp.next().await {
-                    Ok(Some(piece)) => {
-                        peer.counters
-                            .received_bytes
-                            .fetch_add(piece.len() as u64, Relaxed);
-                        if let Err(e) = deliver_all(peer, &mut decoder, piece, &mut pages) {
-                            break Some(e);
+            // Closed by us (the peer stopped, or a v1 stream's term is over) is no failure.
+            let failed = |e: HttpError| {
+                (!(peer.is_stopped() || (v1 && peer.term() > dial_term))).then(|| e.to_string())
+            };
+            let ended = 'read: loop {
+                let piece = match resp.next().await {
+                    Ok(Some(piece)) => piece,
+                    Ok(None) => break None,
+                    Err(e) => break failed(e),
+                };
+                let mut outcome = decode_piece(peer, &mut decoder, piece, &mut pages);
+                // What has arrived meanwhile is decoded too before the worker is woken:
+                // one hand-over (and wake-up) per burst, not per read. A few reads at
+                // most, so that the thread's other connections get their turn.
+                for _ in 0..READ_AHEAD {
+                    if outcome.is_err() {
+                        break;
+                    }
+                    match resp.try_next() {
+                        Ok(Some(Some(piece))) => {
+                            outcome = decode_piece(peer, &mut decoder, piece, &mut pages);
+                        }
+                        Ok(Some(None)) => {
+                            peer.deliver_page(&mut pages);
+                            break 'read None;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            peer.deliver_page(&mut pages);
+                            break 'read failed(e);
                         }
                     }
-                    Ok(None) => break None,
-                    // Closed by us: the peer stopped, or a v1 stream's term is over.
-                    Err(_) if peer.is_stopped() || (v1 && peer.term() > dial_term) => break None,
-                    Err(e) => break Some(e.to_string()),
+                }
+                peer.deliver_page(&mut pages);
+                if let Err(e) = outcome {
+                    break Some(e);
                 }
             };
             watcher.abort();
@@ -231,14 +254,22 @@ fn deactivate(peer: &Peer, failure: FailureType, error: &str) {
     }
 }
 
-/// Decodes every frame in `piece`, each in place into the next slot of the reader's page, and
-/// hands the messages on (link heartbeats are dropped).
-fn deliver_all(
+/// Reads a stream ahead by at most this many more reads, of what has already arrived,
+/// before handing the messages decoded over.
+const READ_AHEAD: usize = 8;
+
+/// Counts `piece` and decodes every frame in it, each in place into the next slot of the
+/// reader's page (link heartbeats are dropped). Full pages are handed on; the caller hands
+/// on the last one.
+fn decode_piece(
     peer: &Peer,
     decoder: &mut Decoder,
     mut piece: Bytes,
     pages: &mut ReaderPages,
 ) -> Result<(), String> {
+    peer.counters
+        .received_bytes
+        .fetch_add(piece.len() as u64, Relaxed);
     loop {
         let slot = pages.page.next_slot();
         let frame = match decoder {
@@ -254,12 +285,8 @@ fn deliver_all(
                     peer.deliver_page(pages);
                 }
             }
-            Ok(None) => {
-                peer.deliver_page(pages);
-                return Ok(());
-            }
+            Ok(None) => return Ok(()),
             Err(e) => {
-                peer.deliver_page(pages);
                 tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), error = %e, "failed to read Raft message");
                 return Err(e.to_string());
             }
