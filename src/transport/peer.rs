@@ -135,7 +135,7 @@ pub struct Peer {
     /// etcd 2.1 routing: only MsgApp with term == logTerm takes the msgapp stream.
     v21: bool,
     /// Received messages are processed on the I/O thread (`Raft::inline`).
-    inline: bool,
+    pub inline: bool,
     /// The highest term of any outgoing non-MsgProp message (etcd 2.1's `setTerm`).
     term: AtomicU64,
     /// Wakes a v1 reader when `term` rises, so it re-dials with the new `X-Raft-Term`.

@@ -181,8 +181,11 @@ impl IoTask for StreamReader {
                 let mut outcome = decode_piece(peer, &mut decoder, piece, &mut pages);
                 // What has arrived meanwhile is decoded too before the worker is woken:
                 // one hand-over (and wake-up) per burst, not per read. A few reads at
-                // most, so that the thread's other connections get their turn.
-                for _ in 0..READ_AHEAD {
+                // most, so that the thread's other connections get their turn. Not when
+                // processing inline: there is no worker to spare, and the message would
+                // only be processed later (one failed read later, for a lone one).
+                let read_ahead = if peer.inline { 0 } else { READ_AHEAD };
+                for _ in 0..read_ahead {
                     if outcome.is_err() {
                         break;
                     }
