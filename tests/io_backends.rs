@@ -168,8 +168,10 @@ impl IoTask for TryRead {
         let addr = listener.local_addr().unwrap();
         let client = B::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let mut buf = BytesMut::with_capacity(64);
+        // Full, so that the read must make room rather than read nothing (EOF's answer).
+        let mut buf = BytesMut::with_capacity(2);
         buf.extend_from_slice(b"ab");
+        assert_eq!(buf.len(), buf.capacity());
         let e = server.try_read(&mut buf).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
         let (r, _) = client.write_all(Bytes::from_static(b"cdef")).await;

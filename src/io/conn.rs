@@ -21,7 +21,8 @@ pub trait Conn: 'static {
     fn read(&self, buf: BytesMut) -> impl Future<Output = (io::Result<usize>, BytesMut)>;
 
     /// Reads what has already arrived into `buf` after its current length, up to its
-    /// capacity, without waiting: `Err(WouldBlock)` when nothing has. `Ok(0)` is EOF.
+    /// capacity (reserving some room first if it has none), without waiting:
+    /// `Err(WouldBlock)` when nothing has. `Ok(0)` is EOF.
     fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize>;
 
     /// Writes all of `buf`.

@@ -39,6 +39,10 @@ impl Conn for UringConn {
     }
 
     fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        // A full buffer would read nothing, which is EOF's answer.
+        if buf.len() == buf.capacity() {
+            buf.reserve(8 * 1024);
+        }
         // SAFETY: as in `try_send_vectored`: the descriptor is `self.stream`'s, which
         // stays open while `self` is borrowed.
         let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
