@@ -1,6 +1,6 @@
 //! The rafthttp frame codecs (spec §2.3–2.7), sans-IO: encoders write into a caller's
 //! reusable [`BytesMut`](bytes::BytesMut); decoders are fed input in pieces of any size and
-//! yield one frame at a time into a caller's reusable [`Message`].
+//! yield one frame at a time into a caller's reusable [`Message`](crate::raftpb::Message).
 //!
 //! | stream | encoder | decoder |
 //! |---|---|---|
