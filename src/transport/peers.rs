@@ -89,8 +89,8 @@ impl Peers {
     /// Runs `f` on this thread's copy of the map, taken again first if the peers
     /// changed since. `f` must not send through this transport (it would read the map
     /// under the lock instead: correct, only slower). Not for a thread-local destructor
-    /// that runs after this thread's copies are gone: checking for that on every send
-    /// (`try_with`) cost a measurable part of the heartbeat row.
+    /// that runs after this thread's copies are gone (it would panic there): the send
+    /// path is kept free of that check, for a case no raft loop meets.
     pub fn with_copy<R>(&self, f: impl FnOnce(&PeerMap) -> R) -> R {
         let generation = self.generation.load(Ordering::Acquire);
         COPIES.with(|copies| {
@@ -99,21 +99,34 @@ impl Peers {
                 .iter()
                 .any(|c| c.transport == self.id && c.generation == generation);
             if !fresh {
-                let Ok(mut copies) = copies.try_borrow_mut() else {
+                let Ok(mut held) = copies.try_borrow_mut() else {
                     return self.with(f);
                 };
                 // The map read now is this generation's or newer; a newer one is taken
                 // again at the next send, which is harmless.
                 let map = self.map.read().unwrap_or_else(|p| p.into_inner()).clone();
-                copies.retain(|c| c.transport != self.id);
-                if copies.len() >= CACHED_TRANSPORTS {
-                    copies.remove(0);
+                // Old copies are dropped once the borrow is released: dropping the last
+                // reference to a peer runs its destructors, which must find the copies
+                // free (anything that sends from there reads them again).
+                let mut old: Vec<Copy> = Vec::new();
+                let mut i = 0;
+                while i < held.len() {
+                    if held[i].transport == self.id {
+                        old.push(held.remove(i));
+                    } else {
+                        i += 1;
+                    }
                 }
-                copies.push(Copy {
+                if held.len() >= CACHED_TRANSPORTS {
+                    old.push(held.remove(0));
+                }
+                held.push(Copy {
                     transport: self.id,
                     generation,
                     map,
                 });
+                drop(held);
+                drop(old);
             }
             let copies = copies.borrow();
             match copies.iter().rev().find(|c| c.transport == self.id) {
@@ -127,12 +140,14 @@ impl Peers {
     /// stops, so that a thread that stopped it does not keep its peers).
     pub fn forget_copy(&self) {
         // Nothing to do on a thread whose copies are already gone (a transport dropped
-        // by a thread-local destructor).
-        let _ = COPIES.try_with(|copies| {
-            if let Ok(mut copies) = copies.try_borrow_mut() {
-                copies.retain(|c| c.transport != self.id);
-            }
+        // by a thread-local destructor). The copy is dropped after the borrow ends, as
+        // in `with_copy`.
+        let old = COPIES.try_with(|copies| {
+            let mut held = copies.try_borrow_mut().ok()?;
+            let at = held.iter().position(|c| c.transport == self.id)?;
+            Some(held.remove(at))
         });
+        drop(old);
     }
 }
 
@@ -256,6 +271,49 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(SEEN.load(Ordering::SeqCst), 11);
+    }
+
+    /// Dropping a thread's old copy can drop a peer's last reference, and the
+    /// application's `Raft` with it; a read from there (a send) finds the copies free.
+    #[test]
+    fn a_read_from_a_dropped_peer_finds_the_copies_free() {
+        use std::sync::atomic::AtomicUsize;
+        struct ReadsOnDrop(Arc<Peers>, Arc<AtomicUsize>);
+        impl Raft for ReadsOnDrop {
+            fn process(&self, _m: Message) -> Result<(), ProcessError> {
+                Ok(())
+            }
+            fn is_id_removed(&self, _id: u64) -> bool {
+                false
+            }
+            fn report_unreachable(&self, _id: u64) {}
+            fn report_snapshot(&self, _id: u64, _status: SnapshotStatus) {}
+        }
+        impl Drop for ReadsOnDrop {
+            fn drop(&mut self) {
+                let n = self.0.with_copy(|m| m.len());
+                self.1.store(n + 10, Ordering::SeqCst);
+            }
+        }
+        let peers = Arc::new(Peers::default());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let raft = Arc::new(ReadsOnDrop(peers.clone(), seen.clone()));
+        let p2 = Peer::new(1, 2, Vec::new(), QueueSizes::default(), raft, true).0;
+        peers.change(|m| m.insert(2, p2));
+        assert_eq!(ids(&peers), [2]);
+        peers.change(|m| m.remove(&2));
+        peers.change(|m| m.insert(3, peer(3)));
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            0,
+            "this thread's copy still holds it"
+        );
+        assert_eq!(ids(&peers), [3]);
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            11,
+            "read the new copy while dropped"
+        );
     }
 
     #[test]
