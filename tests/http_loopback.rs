@@ -222,8 +222,12 @@ fn keep_alive_posts_reuse_one_connection() {
     on_both(KeepAlive);
 }
 
+/// Reads a stream response with `next`, or (`try_next`) its first piece with `next` and
+/// the rest, after a pause, with `try_next` only.
 #[derive(Clone)]
-struct Streaming;
+struct Streaming {
+    try_next: bool,
+}
 impl IoTask for Streaming {
     type Output = ();
     async fn run<B: Backend>(self) {
@@ -237,6 +241,29 @@ impl IoTask for Streaming {
         assert_eq!(s.status, 200);
         assert_eq!(s.head.header_str("x-server-version"), Some("3.5.0"));
         assert_eq!(s.head.header_str("transfer-encoding"), Some("chunked"));
+        if self.try_next {
+            let mut total = s.next().await.unwrap().map_or(0, |p| p.len());
+            // The server writes the rest and ends the body meanwhile.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut ended = false;
+            for _ in 0..1000 {
+                match s.try_next().unwrap() {
+                    Some(Some(piece)) => {
+                        assert!(piece.iter().all(|&b| b == b'x'));
+                        total += piece.len();
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+            assert!(ended, "the end was seen without waiting in `next`");
+            assert_eq!(total, 5000);
+            server.stop();
+            return;
+        }
         let mut total = 0;
         while let Some(piece) = s.next().await.unwrap() {
             assert!(piece.iter().all(|&b| b == b'x'));
@@ -254,7 +281,7 @@ impl IoTask for Streaming {
 
 #[test]
 fn a_streaming_response_is_read_incrementally() {
-    on_both(Streaming);
+    on_both(Streaming { try_next: false });
 }
 
 #[derive(Clone)]
@@ -798,43 +825,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 /// `try_next` hands out, without waiting, what has already arrived of a stream body,
 /// chunk framing and its end included.
-#[derive(Clone)]
-struct StreamingTryNext;
-impl IoTask for StreamingTryNext {
-    type Output = ();
-    async fn run<B: Backend>(self) {
-        let closed = Rc::new(Cell::new(None));
-        let (server, url, _) = start_server::<B>(ServerConfig::default(), closed.clone(), false);
-        let c = client::<B>(Timeouts::default());
-        let mut s = c
-            .get_stream(&url, "/raft/stream/message/2", &[])
-            .await
-            .unwrap();
-        assert_eq!(s.status, 200);
-        let mut total = s.next().await.unwrap().map_or(0, |p| p.len());
-        // The server writes the rest and ends the body meanwhile.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut ended = false;
-        for _ in 0..1000 {
-            match s.try_next().unwrap() {
-                Some(Some(piece)) => {
-                    assert!(piece.iter().all(|&b| b == b'x'));
-                    total += piece.len();
-                }
-                Some(None) => {
-                    ended = true;
-                    break;
-                }
-                None => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-        assert!(ended, "the end was seen without waiting in `next`");
-        assert_eq!(total, 5000);
-        server.stop();
-    }
-}
-
 #[test]
 fn try_next_takes_what_arrived_of_a_stream() {
-    on_both(StreamingTryNext);
+    on_both(Streaming { try_next: true });
 }

@@ -139,9 +139,7 @@ impl<C: Conn> HttpIo<C> {
             let held = self.wbuf.split().freeze();
             self.write(held).await?;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
-            self.grow_read_buffer();
-        }
+        self.make_room();
         self.deadline.arm_at(by);
         let buf = std::mem::take(&mut self.rbuf);
         let (res, buf) = self.conn.read(buf).await;
@@ -161,9 +159,7 @@ impl<C: Conn> HttpIo<C> {
         if !self.wbuf.is_empty() {
             return Ok(None);
         }
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
-            self.grow_read_buffer();
-        }
+        self.make_room();
         match self.conn.try_read(&mut self.rbuf) {
             Ok(n) => {
                 self.counted(n);
@@ -171,6 +167,13 @@ impl<C: Conn> HttpIo<C> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Renews the read buffer when less than a quarter of a read's room is left.
+    fn make_room(&mut self) {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
+            self.grow_read_buffer();
         }
     }
 
@@ -258,20 +261,25 @@ impl<C: Conn> HttpIo<C> {
         (self.pending.len() + self.rbuf.len()) as u64 >= n
     }
 
+    /// The next body event from the bytes already read, if they hold one.
+    fn decode_buffered(&mut self, dec: &mut BodyDecoder) -> Result<Option<BodyEvent>, HttpError> {
+        if self.pending.is_empty() && !self.rbuf.is_empty() {
+            // Hand the decoder only this body's bytes when the framing says how many, so
+            // that a pipelined request after it stays in `rbuf`, ready to parse in place
+            // (rather than frozen and copied back).
+            let take = dec
+                .bytes_wanted()
+                .map_or(self.rbuf.len(), |w| w.min(self.rbuf.len() as u64) as usize);
+            self.pending = self.rbuf.split_to(take).freeze();
+        }
+        Ok(dec.decode(&mut self.pending)?)
+    }
+
     /// The next body event, reading as needed; each read waits up to the read timeout.
     /// Data are slices of the read buffer.
     pub async fn next_body_event(&mut self, dec: &mut BodyDecoder) -> Result<BodyEvent, HttpError> {
         loop {
-            if self.pending.is_empty() && !self.rbuf.is_empty() {
-                // Hand the decoder only this body's bytes when the framing says how many,
-                // so that a pipelined request after it stays in `rbuf`, ready to parse
-                // in place (rather than frozen and copied back).
-                let take = dec
-                    .bytes_wanted()
-                    .map_or(self.rbuf.len(), |w| w.min(self.rbuf.len() as u64) as usize);
-                self.pending = self.rbuf.split_to(take).freeze();
-            }
-            if let Some(ev) = dec.decode(&mut self.pending)? {
+            if let Some(ev) = self.decode_buffered(dec)? {
                 return Ok(ev);
             }
             let by = Instant::now() + self.timeouts.read;
@@ -290,13 +298,7 @@ impl<C: Conn> HttpIo<C> {
     ) -> Result<Option<BodyEvent>, HttpError> {
         let mut read = false;
         loop {
-            if self.pending.is_empty() && !self.rbuf.is_empty() {
-                let take = dec
-                    .bytes_wanted()
-                    .map_or(self.rbuf.len(), |w| w.min(self.rbuf.len() as u64) as usize);
-                self.pending = self.rbuf.split_to(take).freeze();
-            }
-            if let Some(ev) = dec.decode(&mut self.pending)? {
+            if let Some(ev) = self.decode_buffered(dec)? {
                 return Ok(Some(ev));
             }
             // One read at most: what it brings is decoded, and the caller asks again.

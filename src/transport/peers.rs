@@ -158,8 +158,11 @@ mod tests {
     use crate::transport::peer::QueueSizes;
     use crate::transport::raft::{ProcessError, Raft, SnapshotStatus};
 
-    struct Nothing;
-    impl Raft for Nothing {
+    /// An application that does nothing, or that reads `peers` when dropped (storing
+    /// what it saw, plus 10, in the counter).
+    #[derive(Default)]
+    struct TestRaft(Option<(Arc<Peers>, Arc<std::sync::atomic::AtomicUsize>)>);
+    impl Raft for TestRaft {
         fn process(&self, _m: Message) -> Result<(), ProcessError> {
             Ok(())
         }
@@ -169,17 +172,28 @@ mod tests {
         fn report_unreachable(&self, _id: u64) {}
         fn report_snapshot(&self, _id: u64, _status: SnapshotStatus) {}
     }
+    impl Drop for TestRaft {
+        fn drop(&mut self) {
+            if let Some((peers, seen)) = &self.0 {
+                seen.store(peers.with_copy(|m| m.len()) + 10, Ordering::SeqCst);
+            }
+        }
+    }
 
-    fn peer(id: u64) -> Arc<Peer> {
+    fn peer_with(id: u64, raft: TestRaft) -> Arc<Peer> {
         Peer::new(
             1,
             id,
             Vec::new(),
             QueueSizes::default(),
-            Arc::new(Nothing),
+            Arc::new(raft),
             true,
         )
         .0
+    }
+
+    fn peer(id: u64) -> Arc<Peer> {
+        peer_with(id, TestRaft::default())
     }
 
     fn ids(peers: &Peers) -> Vec<u64> {
@@ -278,27 +292,9 @@ mod tests {
     #[test]
     fn a_read_from_a_dropped_peer_finds_the_copies_free() {
         use std::sync::atomic::AtomicUsize;
-        struct ReadsOnDrop(Arc<Peers>, Arc<AtomicUsize>);
-        impl Raft for ReadsOnDrop {
-            fn process(&self, _m: Message) -> Result<(), ProcessError> {
-                Ok(())
-            }
-            fn is_id_removed(&self, _id: u64) -> bool {
-                false
-            }
-            fn report_unreachable(&self, _id: u64) {}
-            fn report_snapshot(&self, _id: u64, _status: SnapshotStatus) {}
-        }
-        impl Drop for ReadsOnDrop {
-            fn drop(&mut self) {
-                let n = self.0.with_copy(|m| m.len());
-                self.1.store(n + 10, Ordering::SeqCst);
-            }
-        }
         let peers = Arc::new(Peers::default());
         let seen = Arc::new(AtomicUsize::new(0));
-        let raft = Arc::new(ReadsOnDrop(peers.clone(), seen.clone()));
-        let p2 = Peer::new(1, 2, Vec::new(), QueueSizes::default(), raft, true).0;
+        let p2 = peer_with(2, TestRaft(Some((peers.clone(), seen.clone()))));
         peers.change(|m| m.insert(2, p2));
         assert_eq!(ids(&peers), [2]);
         peers.change(|m| m.remove(&2));
