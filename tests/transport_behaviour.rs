@@ -585,3 +585,157 @@ fn an_unknown_sender_with_peer_urls_becomes_a_reachable_remote() {
         assert!(resp.starts_with("HTTP/1.1 200 "), "{io:?}: {resp}");
     }
 }
+
+/// A message from `from` to `to`, told apart by `index`.
+fn app(from: u64, to: u64, index: u64) -> Message {
+    Message {
+        msg_type: MessageType::MsgApp as i32,
+        from,
+        to,
+        term: 1,
+        index,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn transports_sharing_an_io_thread_talk_and_stop_one_at_a_time() {
+    use rafthttp::io::{choose_backend, IoThread, ThreadScheduling};
+    for io in io_modes() {
+        let thread = Arc::new(
+            IoThread::spawn(
+                "test-shared-io",
+                choose_backend(io).unwrap(),
+                ThreadScheduling::Normal,
+            )
+            .unwrap(),
+        );
+        let on_it = |c: &mut rafthttp::transport::Config| c.io_thread = Some(thread.clone());
+        let (a, ra) = start(1, io, on_it);
+        let (b, rb) = start(2, io, on_it);
+        let (c, rc) = start(3, io, on_it);
+        assert_eq!(a.backend(), thread.backend(), "{io:?}: the thread's driver");
+        a.add_peer(2, &[url(&b)]).unwrap();
+        a.add_peer(3, &[url(&c)]).unwrap();
+        b.add_peer(1, &[url(&a)]).unwrap();
+        c.add_peer(1, &[url(&a)]).unwrap();
+        wait_until(Duration::from_secs(10), || {
+            tc::streams_up(&a) && tc::streams_up(&b) && tc::streams_up(&c)
+        });
+        a.send(&[app(1, 2, 10), app(1, 3, 20)]);
+        b.send(&[app(2, 1, 30)]);
+        assert_eq!(rb.wait_for(1, Duration::from_secs(5)), 1, "{io:?}");
+        assert_eq!(rc.wait_for(1, Duration::from_secs(5)), 1, "{io:?}");
+        assert_eq!(ra.wait_for(1, Duration::from_secs(5)), 1, "{io:?}");
+
+        // Stopping one ends its tasks (the prober's sleep, its streams, its server)
+        // at once, not at their next timer, while the thread runs on for the others.
+        let t0 = Instant::now();
+        let b_port = b.local_addrs()[0];
+        b.stop();
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{io:?}: stop took {:?}",
+            t0.elapsed()
+        );
+        a.send(&[app(1, 3, 21)]);
+        assert_eq!(rc.wait_for(2, Duration::from_secs(5)), 2, "{io:?}");
+        assert_eq!(rc.got.lock().unwrap()[1].index, 21, "{io:?}");
+        // A stopped transport's port is free at once, though its thread runs on (a
+        // pending accept on io_uring is not cancelled by dropping it).
+        let port = b_port;
+        let (d, _rd) = start(4, io, |cfg| {
+            on_it(cfg);
+            cfg.listen = vec![port];
+        });
+        assert_eq!(d.local_addrs()[0], port, "{io:?}");
+        drop((a, c, d));
+        assert_eq!(
+            Arc::strong_count(&thread),
+            1,
+            "{io:?}: stopped transports let go of the thread"
+        );
+        drop((ra, rb, rc));
+    }
+}
+
+/// A database that trickles out, a KiB every 5 ms, so that a send is still running
+/// when its peer goes.
+struct Trickle(u64);
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(5));
+        let n = buf.len().min(1024).min(self.0 as usize);
+        buf[..n].fill(7);
+        self.0 -= n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_snapshot_send_cut_short_by_its_peers_removal_reports_a_failure() {
+    for io in io_modes() {
+        let (a, ra, _b, rb) = pair(io);
+        let envelope = Message {
+            msg_type: MessageType::MsgSnap as i32,
+            from: 1,
+            to: 2,
+            term: 4,
+            ..Default::default()
+        };
+        let size = 1 << 30;
+        a.send_snapshot(envelope, Trickle(size), size);
+        // Under way (200 KiB a second of a GiB), then its peer goes.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            ra.snapshots.lock().unwrap().is_empty(),
+            "{io:?}: still sending"
+        );
+        a.remove_peer(2);
+        assert_eq!(
+            ra.wait_snapshots(1, Duration::from_secs(5)),
+            vec![(2, SnapshotStatus::Failure)],
+            "{io:?}: reported once, as a failure"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            ra.snapshots.lock().unwrap().len(),
+            1,
+            "{io:?}: and only once"
+        );
+        assert!(
+            rb.snapshot_data.lock().unwrap().is_empty(),
+            "{io:?}: nothing partial was saved"
+        );
+    }
+}
+
+#[test]
+fn a_stop_on_a_shared_io_thread_ends_dials_awaiting_their_answer() {
+    use rafthttp::io::{choose_backend, IoThread, ThreadScheduling};
+    for io in io_modes() {
+        let thread = Arc::new(
+            IoThread::spawn(
+                "test-shared-io",
+                choose_backend(io).unwrap(),
+                ThreadScheduling::Normal,
+            )
+            .unwrap(),
+        );
+        // A peer that takes connections (the kernel's backlog) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (a, _ra) = start(1, io, |c| c.io_thread = Some(thread.clone()));
+        a.add_peer(9, &[format!("http://{}", silent.local_addr().unwrap())])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        a.stop();
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{io:?}: stop waited {:?} for the dials' read timeout",
+            t0.elapsed()
+        );
+        assert_eq!(Arc::strong_count(&thread), 1, "{io:?}");
+    }
+}

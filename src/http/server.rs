@@ -90,9 +90,14 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
-                () = self.stop.notified() => return,
+                () = self.stop.notified() => {
+                    // The dropped accept may still be pending (io_uring): end it.
+                    let _ = listener.close();
+                    return;
+                }
             };
             if self.stopped.get() {
+                let _ = listener.close();
                 return;
             }
             match accepted {

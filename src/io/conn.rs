@@ -53,6 +53,11 @@ pub trait Listener: 'static {
 
     /// The address it is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Stops listening: shuts the socket down, so that a pending accept ends (io_uring
+    /// does not cancel a dropped one, whose socket would otherwise stay open, and the
+    /// port taken, as long as its thread runs) and the port is free at once.
+    fn close(&self) -> io::Result<()>;
 }
 
 /// An I/O driver: how to listen and connect. All protocol code is generic over this,
@@ -116,6 +121,12 @@ pub(crate) fn consume_written(bufs: &mut [Bytes], first: &mut usize, mut n: usiz
     while *first < bufs.len() && bufs[*first].is_empty() {
         *first += 1;
     }
+}
+
+/// Shuts a listening socket down: a pending accept fails (`EINVAL`) and the port is
+/// given back, though the descriptor stays open until its last holder closes it.
+pub(super) fn shutdown_listener(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
+    socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Both)
 }
 
 #[cfg(test)]

@@ -94,6 +94,10 @@ impl Listener for EpollListener {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
+
+    fn close(&self) -> io::Result<()> {
+        super::conn::shutdown_listener(&self.0)
+    }
 }
 
 impl Backend for Epoll {

@@ -44,6 +44,29 @@ impl<T: IoTask + 'static> IoTask for Spawn<T> {
     }
 }
 
+/// Runs `task` on a thread of its own, named `name`, with `backend`'s runtime; the
+/// thread ends with the task. For long bulk work (a snapshot) that would otherwise hold
+/// up the other connections of an I/O thread, and take its CPU. If the runtime cannot
+/// start there, the task is dropped (its owner's drop guards report that).
+pub fn spawn_detached<T: IoTask + Send + 'static>(
+    name: &str,
+    backend: IoBackend,
+    sched: ThreadScheduling,
+    task: T,
+) -> Result<(), IoError> {
+    let thread_name = name.to_string();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            sched.apply_or_warn(&thread_name);
+            if let Err(e) = block_on(backend, task) {
+                tracing::warn!(thread = thread_name, error = %e, "cannot start an I/O runtime");
+            }
+        })
+        .map(drop)
+        .map_err(|e| IoError::Runtime(backend, e))
+}
+
 impl IoThread {
     /// Starts a thread named `name` with `backend`'s runtime, scheduled by `sched`.
     pub fn spawn(
@@ -106,6 +129,13 @@ impl IoThread {
         self.backend
     }
 
+    /// Whether the calling thread is this I/O thread (which must not wait for itself).
+    pub fn is_current(&self) -> bool {
+        self.join
+            .as_ref()
+            .is_some_and(|j| j.thread().id() == std::thread::current().id())
+    }
+
     /// Runs `task` on the thread as a task of its own; returns once it is queued. Never
     /// blocks, so it may be called from any thread, the I/O thread itself included
     /// (a handler adding a remote) or an application's own async runtime.
@@ -152,6 +182,11 @@ impl IoThread {
     fn shutdown(&mut self) {
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.commands, closed));
+        // Let go of on the thread itself (the last holder was one of its tasks): the
+        // closed queue ends it, and it cannot wait for itself.
+        if self.is_current() {
+            return;
+        }
         if let Some(join) = self.join.take() {
             let _ = join.join();
         }

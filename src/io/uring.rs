@@ -119,6 +119,13 @@ impl Listener for UringListener {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
+
+    fn close(&self) -> io::Result<()> {
+        // SAFETY: the descriptor is the listener's, borrowed for this call only; the
+        // listener closes it on drop, which cannot happen while `self` is borrowed.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) };
+        super::conn::shutdown_listener(&fd)
+    }
 }
 
 impl Backend for Uring {

@@ -83,6 +83,13 @@ pub struct Config {
     /// Scheduling policy of the I/O thread ([`ThreadScheduling::Batch`]: it does not
     /// preempt the application thread that wakes it to send; see [`crate::io::sched`]).
     pub scheduling: ThreadScheduling,
+    /// An I/O thread to run on instead of starting one (`None`, the default: the
+    /// transport starts its own). Transports in one process (raft groups, the members
+    /// of a test cluster) may share one, as Go's transports share its runtime: a
+    /// message between two of them then crosses no thread of ours. `io` and
+    /// `scheduling` are then the thread's. The thread ends when its last holder lets it
+    /// go; [`Transport::stop`] waits for the transport's own tasks on it to end.
+    pub io_thread: Option<Arc<IoThread>>,
 }
 
 /// Answers a request on a path the application adds to the peer port. Called on the
@@ -138,6 +145,7 @@ impl Config {
             probe_interval: timeouts.read.saturating_sub(Duration::from_secs(1)),
             routes: ExtraRoutes::default(),
             scheduling: ThreadScheduling::default(),
+            io_thread: None,
         }
     }
 }
@@ -187,8 +195,9 @@ pub struct Shared {
     pub stopped: AtomicBool,
     /// Tells the server to stop.
     stop_server: tokio::sync::Notify,
-    /// The I/O thread, to start peer tasks on (taken at stop).
-    io: Mutex<Option<IoThread>>,
+    /// The I/O thread, to start peer tasks on (taken at stop); maybe shared with other
+    /// transports ([`Config::io_thread`]).
+    io: Mutex<Option<Arc<IoThread>>>,
     /// Runs `process` for messages that came by POST (none when processing inline).
     pub processor: Option<processor::Processor>,
 }
@@ -409,12 +418,15 @@ fn parse_urls(urls: &[impl AsRef<str>]) -> Result<Vec<PeerUrl>, TransportError> 
 impl Transport {
     /// Starts a transport: chooses the I/O driver, starts its thread and listens.
     pub fn start(config: Config, raft: Arc<dyn Raft>) -> Result<Transport, TransportError> {
-        let backend = choose_backend(config.io)?;
-        let io = IoThread::spawn(
-            &format!("rafthttp-io-{:x}", config.id),
-            backend,
-            config.scheduling,
-        )?;
+        let io = match &config.io_thread {
+            Some(io) => io.clone(),
+            None => Arc::new(IoThread::spawn(
+                &format!("rafthttp-io-{:x}", config.id),
+                choose_backend(config.io)?,
+                config.scheduling,
+            )?),
+        };
+        let backend = io.backend();
         let (fatal, fatal_rx) = sync_channel(1);
         let local = Local::new(
             config.id,
@@ -612,14 +624,21 @@ impl Transport {
             .peer(to)
             .filter(|p| !p.is_paused())
             .and_then(|peer| {
-                let io = self.shared.io.lock().unwrap_or_else(|p| p.into_inner());
                 let task = snapshot_sender::SnapshotSend {
                     shared: self.shared.clone(),
                     peer,
                     envelope: m,
                     data,
                 };
-                io.as_ref()?.spawn_task(task).ok()
+                // A thread of its own: copying a database into the socket would hold up
+                // the streams (heartbeats) on the I/O thread, and share its CPU.
+                crate::io::thread::spawn_detached(
+                    &format!("rafthttp-snap-{to:x}"),
+                    self.backend,
+                    self.shared.config.scheduling,
+                    task,
+                )
+                .ok()
             });
         if sent.is_none() {
             self.shared
@@ -754,7 +773,32 @@ impl Transport {
             let _ = io.call(StopServer {
                 shared: self.shared.clone(),
             });
-            io.stop();
+            let on_it = io.is_current();
+            if let Ok(own) = Arc::try_unwrap(io) {
+                own.stop();
+            }
+            // Tasks on a shared I/O thread or a snapshot's own thread run on: wait for
+            // them (each holds `shared`) to see the stop and end, so that no call reaches
+            // the application after `stop` returns.
+            if !on_it {
+                self.await_tasks();
+            }
+        }
+    }
+
+    /// Waits, up to the write timeout, until no task holds the shared state any more.
+    fn await_tasks(&self) {
+        let end = std::time::Instant::now() + self.shared.config.timeouts.write;
+        while Arc::strong_count(&self.shared) > 1 {
+            if std::time::Instant::now() >= end {
+                tracing::warn!(
+                    local_member_id = %format_args!("{:x}", self.shared.local.id),
+                    tasks = Arc::strong_count(&self.shared) - 1,
+                    "stopped rafthttp transport with tasks still running on its shared I/O thread"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

@@ -475,6 +475,19 @@ impl Peer {
         self.stopped.load(Relaxed)
     }
 
+    /// Resolves once the peer is stopped: a task selects on it to end at once, not at
+    /// its next check (on a shared I/O thread, the transport's stop waits for that).
+    pub async fn stopped(&self) {
+        let stop = self.stop_signal.notified();
+        tokio::pin!(stop);
+        // Registered before the check, so a stop between the two is not missed.
+        stop.as_mut().enable();
+        if self.is_stopped() {
+            return;
+        }
+        stop.await;
+    }
+
     /// The application.
     pub fn raft(&self) -> &Arc<dyn Raft> {
         &self.raft

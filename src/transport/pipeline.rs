@@ -90,8 +90,14 @@ impl IoTask for Pipeline {
                 pipelining.clone(),
             );
             tokio::task::spawn_local(async move {
-                let may_pipeline = post(&peer, &shared, &client, &headers, msgs).await;
-                pipelining.set(may_pipeline);
+                // A stopped peer's posts end at once (their messages are dropped, as
+                // the queue's are).
+                tokio::select! {
+                    may_pipeline = post(&peer, &shared, &client, &headers, msgs) => {
+                        pipelining.set(may_pipeline);
+                    }
+                    () = peer.stopped() => {}
+                }
                 drop(permit);
             });
         }

@@ -46,6 +46,16 @@ impl IoTask for Prober {
     type Output = ();
 
     async fn run<B: Backend>(self) {
+        // Ends at the peer's stop, even in the middle of a sleep or a probe.
+        tokio::select! {
+            () = self.probe::<B>() => {}
+            () = self.peer.stopped() => {}
+        }
+    }
+}
+
+impl Prober {
+    async fn probe<B: Backend>(&self) {
         let cfg = &self.shared.config;
         let client: Client<B> = Client::new(
             ClientConfig {

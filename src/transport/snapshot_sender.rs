@@ -129,10 +129,51 @@ fn pump(
     }
 }
 
+/// Reports a snapshot's outcome to the application exactly once: a send dropped before
+/// it ended (its peer stopped, its thread's runtime would not start, no URL to send to)
+/// reports a failure, as etcd's does when its request is cancelled.
+struct Outcome {
+    peer: Option<Arc<Peer>>,
+}
+
+impl Outcome {
+    fn report(mut self, status: SnapshotStatus) {
+        if let Some(peer) = self.peer.take() {
+            peer.counters.snapshot_send.inflight.fetch_sub(1, Relaxed);
+            peer.raft().report_snapshot(peer.id, status);
+        }
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            peer.counters.snapshot_send.inflight.fetch_sub(1, Relaxed);
+            peer.raft()
+                .report_snapshot(peer.id, SnapshotStatus::Failure);
+        }
+    }
+}
+
 impl IoTask for SnapshotSend {
     type Output = ();
 
     async fn run<B: Backend>(self) {
+        let peer = self.peer.clone();
+        peer.counters.snapshot_send.inflight.fetch_add(1, Relaxed);
+        let outcome = Outcome {
+            peer: Some(peer.clone()),
+        };
+        let status = tokio::select! {
+            status = self.send::<B>() => status,
+            () = peer.stopped() => SnapshotStatus::Failure,
+        };
+        outcome.report(status);
+    }
+}
+
+impl SnapshotSend {
+    async fn send<B: Backend>(self) -> SnapshotStatus {
         let SnapshotSend {
             shared,
             peer,
@@ -151,7 +192,6 @@ impl IoTask for SnapshotSend {
         let index = envelope.snapshot.metadata.index;
         let started = std::time::Instant::now();
         let metrics = &peer.counters.snapshot_send;
-        metrics.inflight.fetch_add(1, Relaxed);
         tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sending database snapshot");
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let mut head = BytesMut::new();
@@ -166,22 +206,22 @@ impl IoTask for SnapshotSend {
             SnapshotData::Bytes(data) => Box::pin(feed_bytes(data, tx)),
         };
         let feeder = tokio::task::spawn_local(feeder);
-        let Some(url) = peer.urls.pick() else { return };
+        let Some(url) = peer.urls.pick() else {
+            return SnapshotStatus::Failure;
+        };
         let result = client
             .request_streamed(&url, "POST", "/raft/snapshot", &headers, &mut rx)
             .await;
         drop(rx);
         let _ = feeder.await;
-        metrics.inflight.fetch_sub(1, Relaxed);
         let error = match result {
             Ok(r) if r.status == 204 => {
                 metrics.success.fetch_add(1, Relaxed);
                 metrics.duration.observe(started.elapsed().as_secs_f64());
                 peer.status.activate();
                 peer.counters.sent_bytes.fetch_add(size, Relaxed);
-                peer.raft().report_snapshot(peer.id, SnapshotStatus::Finish);
                 tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sent database snapshot");
-                return;
+                return SnapshotStatus::Finish;
             }
             Ok(r) if r.status == 403 => {
                 let _ = shared.fatal.try_send(FatalError::MemberRemoved);
@@ -198,7 +238,6 @@ impl IoTask for SnapshotSend {
         tracing::warn!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), error = %error, "failed to send database snapshot");
         peer.post_failed(&url, "sendMsgSnap", &error);
         peer.raft().report_unreachable(peer.id);
-        peer.raft()
-            .report_snapshot(peer.id, SnapshotStatus::Failure);
+        SnapshotStatus::Failure
     }
 }

@@ -42,6 +42,17 @@ impl IoTask for StreamReader {
     type Output = ();
 
     async fn run<B: Backend>(self) {
+        // Ends at the peer's stop in any phase, a dial or a request awaiting its answer
+        // included (a stream already up is also closed by its watcher).
+        tokio::select! {
+            () = self.read_streams::<B>() => {}
+            () = self.peer.stopped() => {}
+        }
+    }
+}
+
+impl StreamReader {
+    async fn read_streams<B: Backend>(&self) {
         let shared = &self.shared;
         let peer = &self.peer;
         let cfg = &shared.config;
