@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rafthttp::alloc_count::{thread_allocs, AllocTotals};
-use rafthttp::io::{IoMode, ThreadScheduling};
+use rafthttp::io::{IoMode, IoThread, ThreadScheduling};
 use rafthttp::raftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport, TransportError};
 use rafthttp::usage::{cpu_time, peak_rss_kib, reset_peak_rss};
@@ -205,21 +205,31 @@ pub struct Member {
 }
 
 /// Starts member `id` on 127.0.0.1 with etcd's defaults.
-pub fn member(
-    id: u64,
-    io: IoMode,
-    epoch: Instant,
-    snap_dir: PathBuf,
-    inline: bool,
-    sched: ThreadScheduling,
-) -> Result<Member, TransportError> {
-    let counter = Counter::new(epoch, snap_dir, inline);
+pub fn member(id: u64, setup: &MemberSetup) -> Result<Member, TransportError> {
+    let counter = Counter::new(setup.epoch, setup.snap_dir.clone(), setup.inline);
     let mut cfg = Config::new(id, 0xbe4c);
     cfg.listen = vec!["127.0.0.1:0".parse().expect("address")];
-    cfg.io = io;
-    cfg.scheduling = sched;
+    cfg.io = setup.io;
+    cfg.scheduling = setup.sched;
+    cfg.io_thread = setup.io_thread.clone();
     let transport = Transport::start(cfg, counter.clone())?;
     Ok(Member { transport, counter })
+}
+
+/// How the bench's members are set up.
+pub struct MemberSetup {
+    /// The I/O backend.
+    pub io: IoMode,
+    /// The I/O thread they share, if they do.
+    pub io_thread: Option<Arc<IoThread>>,
+    /// Whether they process inline.
+    pub inline: bool,
+    /// Their I/O threads' scheduling (when they start their own).
+    pub sched: ThreadScheduling,
+    /// The time latencies are measured from.
+    pub epoch: Instant,
+    /// Where received snapshots are saved.
+    pub snap_dir: PathBuf,
 }
 
 /// The URL of `m`'s peer port.

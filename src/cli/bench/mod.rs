@@ -7,13 +7,16 @@ pub mod harness;
 pub mod report;
 
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rafthttp::io::{IoMode, ThreadScheduling};
+use rafthttp::io::{choose_backend, IoMode, IoThread, ThreadScheduling};
 use rafthttp::workload::AppSource;
 
-use harness::{latency, member, snapshots, throughput, url, wait_streams, Source};
+use harness::{latency, member, snapshots, throughput, url, wait_streams, MemberSetup, Source};
+use rafthttp::transport::TransportError;
 use report::{table, Report, Row, LEGEND};
 
 /// Arguments of `rafthttp bench` (counts default to the anchor's).
@@ -67,6 +70,11 @@ pub struct BenchArgs {
     /// not preempt the thread that wakes them to send) or normal (the kernel's default).
     #[arg(long, default_value = "batch")]
     pub sched: ThreadScheduling,
+    /// I/O threads: shared (the default: the members run on one I/O thread, as the
+    /// anchor's two transports run on one Go runtime) or own (each member starts its
+    /// own, as a transport does unless given one).
+    #[arg(long, default_value = "shared")]
+    pub io_threads: IoThreads,
     /// Snapshot size in MiB.
     #[arg(long, default_value_t = 64)]
     pub snapmib: u64,
@@ -92,6 +100,37 @@ pub enum BenchError {
     /// Writing the JSON failed.
     #[error("{0}: {1}")]
     Write(PathBuf, std::io::Error),
+}
+
+/// Whether the bench's members share an I/O thread ([`BenchArgs::io_threads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoThreads {
+    /// One I/O thread for all members ([`rafthttp::transport::Config::io_thread`]).
+    Shared,
+    /// One I/O thread per member.
+    Own,
+}
+
+impl IoThreads {
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoThreads::Shared => "shared",
+            IoThreads::Own => "own",
+        }
+    }
+}
+
+impl FromStr for IoThreads {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "shared" => Ok(IoThreads::Shared),
+            "own" => Ok(IoThreads::Own),
+            other => Err(format!("unknown I/O threads {other:?} (shared or own)")),
+        }
+    }
 }
 
 /// The anchor's warm-up for a row of `n` messages.
@@ -152,12 +191,32 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         rows.push(r);
     };
 
-    let n1 = member(1, args.io, epoch, dir.clone(), args.inline, args.sched)?;
-    let n2 = member(2, args.io, epoch, dir.clone(), args.inline, args.sched)?;
+    let io_thread = match args.io_threads {
+        IoThreads::Shared => Some(Arc::new(
+            IoThread::spawn(
+                "rafthttp-io",
+                choose_backend(args.io).map_err(TransportError::from)?,
+                args.sched,
+            )
+            .map_err(TransportError::from)?,
+        )),
+        IoThreads::Own => None,
+    };
+    let setup = MemberSetup {
+        io: args.io,
+        io_thread,
+        inline: args.inline,
+        sched: args.sched,
+        epoch,
+        snap_dir: dir.clone(),
+    };
+    let n1 = member(1, &setup)?;
+    let n2 = member(2, &setup)?;
     let io = n1.transport.backend().name();
     eprintln!(
-        "rafthttp bench: {} I/O, window {}, {} thread scheduling{}",
+        "rafthttp bench: {} I/O, {} I/O threads, window {}, {} thread scheduling{}",
         io,
+        args.io_threads.name(),
         args.window,
         args.sched.name(),
         if args.inline { ", inline" } else { "" }
@@ -276,8 +335,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if args.npipe > 0 && wanted("pipeline msgapp 1x64B") {
         // Member 4 never adds member 3, so it refuses 3's stream dials and 3's writers
         // never attach: everything goes by pipeline (one POST /raft per message).
-        let n3 = member(3, args.io, epoch, dir.clone(), args.inline, args.sched)?;
-        let n4 = member(4, args.io, epoch, dir.clone(), args.inline, args.sched)?;
+        let n3 = member(3, &setup)?;
+        let n4 = member(4, &setup)?;
         n3.transport.add_peer(4, &[url(&n4)])?;
         std::thread::sleep(Duration::from_millis(200));
         let n = args.npipe / div;
@@ -324,6 +383,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ),
         ("inline", args.inline.to_string()),
         ("sched", args.sched.name().to_string()),
+        ("io_threads", args.io_threads.name().to_string()),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
         ("cpu", cpu_model()),
         (
