@@ -9,7 +9,8 @@
 #   KEEP_DIR=out perf/compare.sh    # keep every JSON report in ./out
 #
 # Environment: RUNS (3), QUICK (0), IPERF_PORT (5201), ANCHOR (path of the anchor),
-# BENCH_ARGS (more flags for rafthttp bench, e.g. "--inline").
+# BENCH_ARGS (more flags for rafthttp bench, e.g. "--inline", or "--io-threads own"
+# to give each member its own I/O thread instead of the shared one).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
