@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rafthttp::raftpb::{Message, MessageType};
 use rafthttp::workload::{heartbeat, AppSource};
-use tc::{io_modes, pair, Recorder};
+use tc::{io_modes, pair, pair_processing, Recorder};
 
 /// Sends `msgs` from `from` in windows so no queue can overflow, then waits for all.
 fn paced_send(t: &rafthttp::transport::Transport, rec: &Recorder, msgs: Vec<Message>) {
@@ -29,8 +29,13 @@ fn paced_send(t: &rafthttp::transport::Transport, rec: &Recorder, msgs: Vec<Mess
 
 #[test]
 fn streams_carry_messages_both_ways_field_for_field_in_order() {
-    for io in io_modes() {
-        let (a, ra, b, rb) = pair(io);
+    // Processed on a worker, and inline (where the reader processes each read before it
+    // reads ahead in a burst).
+    for (io, inline) in io_modes()
+        .into_iter()
+        .flat_map(|io| [(io, false), (io, true)])
+    {
+        let (a, ra, b, rb) = pair_processing(io, inline);
         let mut src = AppSource::new(1, 2, 1, 64);
         let mut sent = Vec::new();
         for i in 0..10_000u64 {

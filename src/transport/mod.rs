@@ -86,7 +86,7 @@ pub struct Config {
     /// An I/O thread to run on instead of starting one (`None`, the default: the
     /// transport starts its own). Transports in one process (raft groups, the members
     /// of a test cluster) may share one, as Go's transports share its runtime: a
-    /// message between two of them then crosses no thread of ours. `io` and
+    /// message between two of them is then written and read by the same thread. `io` and
     /// `scheduling` are then the thread's. The thread ends when its last holder lets it
     /// go; [`Transport::stop`] waits for the transport's own tasks on it to end.
     pub io_thread: Option<Arc<IoThread>>,
@@ -794,7 +794,7 @@ impl Transport {
                 tracing::warn!(
                     local_member_id = %format_args!("{:x}", self.shared.local.id),
                     tasks = Arc::strong_count(&self.shared) - 1,
-                    "stopped rafthttp transport with tasks still running on its shared I/O thread"
+                    "stopped rafthttp transport with tasks still running (on a shared I/O thread or a snapshot's)"
                 );
                 return;
             }

@@ -189,16 +189,25 @@ impl StreamReader {
                     Ok(None) => break None,
                     Err(e) => break failed(e),
                 };
+                // A long read means a burst, whose rest is likely there already; a short
+                // one, a lone message, which must not wait for a read that fails.
+                let read_ahead = if piece.len() >= BURST_READ {
+                    READ_AHEAD
+                } else {
+                    0
+                };
                 let mut outcome = decode_piece(peer, &mut decoder, piece, &mut pages);
-                // What has arrived meanwhile is decoded too before the worker is woken:
-                // one hand-over (and wake-up) per burst, not per read. A few reads at
-                // most, so that the thread's other connections get their turn. Not when
-                // processing inline: there is no worker to spare, and the message would
-                // only be processed later (one failed read later, for a lone one).
-                let read_ahead = if peer.inline { 0 } else { READ_AHEAD };
+                // In a burst, what has arrived meanwhile is decoded too before the worker
+                // is woken: one hand-over (and wake-up) per burst, not per read. A few
+                // reads at most, so that the thread's other connections get their turn.
+                // When processing inline, what was read is processed first, and the
+                // reads go on without a round trip through the driver.
                 for _ in 0..read_ahead {
                     if outcome.is_err() {
                         break;
+                    }
+                    if peer.inline {
+                        peer.deliver_page(&mut pages);
                     }
                     match resp.try_next() {
                         Ok(Some(Some(piece))) => {
@@ -271,6 +280,9 @@ fn deactivate(peer: &Peer, failure: FailureType, error: &str) {
 /// Reads a stream ahead by at most this many more reads, of what has already arrived,
 /// before handing the messages decoded over.
 const READ_AHEAD: usize = 8;
+
+/// A read of at least this many bytes is taken for part of a burst, and read ahead of.
+const BURST_READ: usize = 4096;
 
 /// Counts `piece` and decodes every frame in it, each in place into the next slot of the
 /// reader's page (link heartbeats are dropped). Full pages are handed on; the caller hands

@@ -20,6 +20,8 @@ pub struct Recorder {
     pub snapshot_data: Mutex<Vec<(u64, u64, u64)>>,
     /// Process by reference (`Raft::borrows`), so the transport recycles messages.
     pub borrow: std::sync::atomic::AtomicBool,
+    /// Process on the I/O thread (`Raft::inline`); read when a peer is added.
+    pub inline: std::sync::atomic::AtomicBool,
     cv: Condvar,
 }
 
@@ -34,6 +36,9 @@ impl Raft for Recorder {
     }
     fn borrows(&self) -> bool {
         self.borrow.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn inline(&self) -> bool {
+        self.inline.load(std::sync::atomic::Ordering::Relaxed)
     }
     fn is_id_removed(&self, id: u64) -> bool {
         self.removed.lock().unwrap().contains(&id)
@@ -132,8 +137,25 @@ pub fn url(t: &Transport) -> String {
 
 /// Two members that know each other, with both streams attached both ways.
 pub fn pair(io: IoMode) -> (Transport, Arc<Recorder>, Transport, Arc<Recorder>) {
-    let (a, ra) = start(1, io, |_| {});
-    let (b, rb) = start(2, io, |_| {});
+    pair_processing(io, false)
+}
+
+/// [`pair`], whose members process received messages on their I/O threads if `inline`.
+pub fn pair_processing(
+    io: IoMode,
+    inline: bool,
+) -> (Transport, Arc<Recorder>, Transport, Arc<Recorder>) {
+    let started = |id| {
+        let mut cfg = Config::new(id, CLUSTER);
+        cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.io = io;
+        let rec = Arc::new(Recorder::default());
+        rec.inline
+            .store(inline, std::sync::atomic::Ordering::Relaxed);
+        (Transport::start(cfg, rec.clone()).unwrap(), rec)
+    };
+    let (a, ra) = started(1);
+    let (b, rb) = started(2);
     a.add_peer(2, &[url(&b)]).unwrap();
     b.add_peer(1, &[url(&a)]).unwrap();
     wait_until(Duration::from_secs(10), || streams_up(&a) && streams_up(&b));
