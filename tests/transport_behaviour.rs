@@ -598,18 +598,17 @@ fn app(from: u64, to: u64, index: u64) -> Message {
     }
 }
 
+/// An I/O thread for transports to share, with `io`'s driver.
+fn shared_io_thread(io: rafthttp::io::IoMode) -> Arc<rafthttp::io::IoThread> {
+    use rafthttp::io::{choose_backend, IoThread, ThreadScheduling};
+    let backend = choose_backend(io).unwrap();
+    Arc::new(IoThread::spawn("test-shared-io", backend, ThreadScheduling::Normal).unwrap())
+}
+
 #[test]
 fn transports_sharing_an_io_thread_talk_and_stop_one_at_a_time() {
-    use rafthttp::io::{choose_backend, IoThread, ThreadScheduling};
     for io in io_modes() {
-        let thread = Arc::new(
-            IoThread::spawn(
-                "test-shared-io",
-                choose_backend(io).unwrap(),
-                ThreadScheduling::Normal,
-            )
-            .unwrap(),
-        );
+        let thread = shared_io_thread(io);
         let on_it = |c: &mut rafthttp::transport::Config| c.io_thread = Some(thread.clone());
         let (a, ra) = start(1, io, on_it);
         let (b, rb) = start(2, io, on_it);
@@ -713,16 +712,8 @@ fn a_snapshot_send_cut_short_by_its_peers_removal_reports_a_failure() {
 
 #[test]
 fn a_stop_on_a_shared_io_thread_ends_dials_awaiting_their_answer() {
-    use rafthttp::io::{choose_backend, IoThread, ThreadScheduling};
     for io in io_modes() {
-        let thread = Arc::new(
-            IoThread::spawn(
-                "test-shared-io",
-                choose_backend(io).unwrap(),
-                ThreadScheduling::Normal,
-            )
-            .unwrap(),
-        );
+        let thread = shared_io_thread(io);
         // A peer that takes connections (the kernel's backlog) and never answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (a, _ra) = start(1, io, |c| c.io_thread = Some(thread.clone()));

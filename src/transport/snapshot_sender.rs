@@ -138,6 +138,11 @@ struct Outcome {
 
 impl Outcome {
     fn report(mut self, status: SnapshotStatus) {
+        self.settle(status);
+    }
+
+    /// Reports `status` unless reported already.
+    fn settle(&mut self, status: SnapshotStatus) {
         if let Some(peer) = self.peer.take() {
             peer.counters.snapshot_send.inflight.fetch_sub(1, Relaxed);
             peer.raft().report_snapshot(peer.id, status);
@@ -147,11 +152,7 @@ impl Outcome {
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        if let Some(peer) = self.peer.take() {
-            peer.counters.snapshot_send.inflight.fetch_sub(1, Relaxed);
-            peer.raft()
-                .report_snapshot(peer.id, SnapshotStatus::Failure);
-        }
+        self.settle(SnapshotStatus::Failure);
     }
 }
 
