@@ -730,3 +730,50 @@ fn a_stop_on_a_shared_io_thread_ends_dials_awaiting_their_answer() {
         assert_eq!(Arc::strong_count(&thread), 1, "{io:?}");
     }
 }
+
+/// Runs a closure as a task of an I/O thread.
+struct OnThread<F>(F);
+
+impl<F: FnOnce() -> R, R> rafthttp::io::IoTask for OnThread<F> {
+    type Output = R;
+    async fn run<B: rafthttp::io::Backend>(self) -> R {
+        (self.0)()
+    }
+}
+
+#[test]
+fn on_its_own_io_thread_a_transport_is_refused_a_start_and_stops_without_waiting() {
+    for io in io_modes() {
+        let thread = shared_io_thread(io);
+        let (a, _ra) = start(1, io, |c| c.io_thread = Some(thread.clone()));
+        let port = a.local_addrs()[0];
+        // Started from a task (an inline callback, say) of the thread it is to run on:
+        // refused at once, where waiting for the thread would wait for ever.
+        let same = thread.clone();
+        let started = thread
+            .call(OnThread(move || {
+                tc::try_start(2, io, |c| c.io_thread = Some(same))
+                    .err()
+                    .map(|e| e.to_string())
+            }))
+            .unwrap();
+        assert_eq!(
+            started.as_deref(),
+            Some("a transport cannot be started on its own I/O thread"),
+            "{io:?}"
+        );
+        // Stopped by a task of its own thread: returns, and its server stops after.
+        thread.call(OnThread(move || drop(a))).unwrap();
+        let mut rebound = None;
+        wait_until(Duration::from_secs(5), || {
+            rebound = tc::try_start(3, io, |c| {
+                c.io_thread = Some(thread.clone());
+                c.listen = vec![port];
+            })
+            .ok();
+            rebound.is_some()
+        });
+        drop(rebound);
+        assert_eq!(Arc::strong_count(&thread), 1, "{io:?}");
+    }
+}

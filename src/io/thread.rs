@@ -32,6 +32,10 @@ pub enum Stopped {
     /// Its command queue is full (commands are control-plane work: this means churn).
     #[error("the I/O thread's command queue is full")]
     Full,
+    /// Waiting for a task of the I/O thread on that very thread (a task or an inline
+    /// callback of its own): it would wait for itself for ever.
+    #[error("cannot wait on the I/O thread for a task of its own")]
+    OnItself,
 }
 
 /// Runs a command's task on the thread's driver.
@@ -154,12 +158,15 @@ impl IoThread {
         })
     }
 
-    /// Runs `task` on the thread and waits for its result.
+    /// Runs `task` on the thread and waits for its result; refused on the thread itself.
     pub fn call<T>(&self, task: T) -> Result<T::Output, Stopped>
     where
         T: IoTask + Send + 'static,
         T::Output: Send + 'static,
     {
+        if self.is_current() {
+            return Err(Stopped::OnItself);
+        }
         struct Reply<T: IoTask>(T, std_mpsc::Sender<T::Output>);
         impl<T: IoTask> IoTask for Reply<T> {
             type Output = ();

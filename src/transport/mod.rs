@@ -170,6 +170,10 @@ pub enum TransportError {
     /// The transport has stopped.
     #[error("transport stopped")]
     Stopped,
+    /// Started from a task or an inline callback on the I/O thread it was to run on,
+    /// which cannot wait for itself.
+    #[error("a transport cannot be started on its own I/O thread")]
+    OnIoThread,
     /// A thread of the transport's could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
@@ -458,7 +462,10 @@ impl Transport {
             .call(StartServer {
                 shared: shared.clone(),
             })
-            .map_err(|_| TransportError::Stopped)??;
+            .map_err(|e| match e {
+                crate::io::thread::Stopped::OnItself => TransportError::OnIoThread,
+                _ => TransportError::Stopped,
+            })??;
         *shared.io.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
         tracing::info!(local_member_id = %format_args!("{:x}", shared.local.id), io = backend.name(), addrs = ?local_addrs, "rafthttp transport started");
         Ok(Transport {
@@ -768,12 +775,18 @@ impl Transport {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(io) = io {
-            // Stop the server on the I/O thread and let its stop run (it closes every
-            // connection) before the thread, and with it every task, ends.
-            let _ = io.call(StopServer {
-                shared: self.shared.clone(),
-            });
             let on_it = io.is_current();
+            if on_it {
+                // Stopped by a task or an inline callback of the thread itself, which
+                // cannot wait for itself: the server stops once this returns.
+                self.shared.stop_server.notify_waiters();
+            } else {
+                // Stop the server on the I/O thread and let its stop run (it closes
+                // every connection) before the thread, and with it every task, ends.
+                let _ = io.call(StopServer {
+                    shared: self.shared.clone(),
+                });
+            }
             if let Ok(own) = Arc::try_unwrap(io) {
                 own.stop();
             }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rafthttp::io::IoMode;
 use rafthttp::raftpb::Message;
-use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport};
+use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport, TransportError};
 
 /// Records what the transport hands the application.
 #[derive(Default)]
@@ -122,13 +122,21 @@ pub const CLUSTER: u64 = 0xc1a5;
 
 /// Starts a transport for member `id` listening on a free loopback port.
 pub fn start(id: u64, io: IoMode, tweak: impl FnOnce(&mut Config)) -> (Transport, Arc<Recorder>) {
+    try_start(id, io, tweak).unwrap()
+}
+
+/// [`start`], with the transport's error if it would not start.
+pub fn try_start(
+    id: u64,
+    io: IoMode,
+    tweak: impl FnOnce(&mut Config),
+) -> Result<(Transport, Arc<Recorder>), TransportError> {
     let mut cfg = Config::new(id, CLUSTER);
     cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.io = io;
     tweak(&mut cfg);
     let rec = Arc::new(Recorder::default());
-    let t = Transport::start(cfg, rec.clone()).unwrap();
-    (t, rec)
+    Transport::start(cfg, rec.clone()).map(|t| (t, rec))
 }
 
 pub fn url(t: &Transport) -> String {
