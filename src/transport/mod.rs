@@ -626,27 +626,18 @@ impl Transport {
 
     fn send_snapshot_data(&self, m: Message, data: snapshot_sender::SnapshotData) {
         let to = m.to;
-        let sent = self
-            .shared
-            .peer(to)
-            .filter(|p| !p.is_paused())
-            .and_then(|peer| {
-                let task = snapshot_sender::SnapshotSend {
-                    shared: self.shared.clone(),
-                    peer,
-                    envelope: m,
-                    data,
-                };
-                // A thread of its own: copying a database into the socket would hold up
-                // the streams (heartbeats) on the I/O thread, and share its CPU.
-                crate::io::thread::spawn_detached(
-                    &format!("rafthttp-snap-{to:x}"),
-                    self.backend,
-                    self.shared.config.scheduling,
-                    task,
-                )
-                .ok()
-            });
+        let sent = self.shared.peer(to).filter(|p| !p.is_paused()).map(|peer| {
+            let task = snapshot_sender::SnapshotSend::new(self.shared.clone(), peer, m, data);
+            // A thread of its own: copying a database into the socket would hold up
+            // the streams (heartbeats) on the I/O thread, and share its CPU. If it
+            // cannot start, the dropped task reports the failure itself.
+            let _ = crate::io::thread::spawn_detached(
+                &format!("rafthttp-snap-{to:x}"),
+                self.backend,
+                self.shared.config.scheduling,
+                task,
+            );
+        });
         if sent.is_none() {
             self.shared
                 .raft

@@ -22,16 +22,32 @@ use crate::raftpb::Message;
 /// write each: larger pieces mean fewer syscalls and wake-ups per snapshot).
 const PIECE: usize = 256 * 1024;
 
-/// One snapshot on its way to a peer.
+/// One snapshot on its way to a peer. Its outcome is reported exactly once from the
+/// moment it is made: dropped unrun (its thread would not start), it reports a failure.
 pub struct SnapshotSend {
-    /// The transport.
-    pub shared: Arc<Shared>,
-    /// To whom.
-    pub peer: Arc<Peer>,
-    /// The MsgSnap envelope.
-    pub envelope: Message,
-    /// The database bytes.
-    pub data: SnapshotData,
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    envelope: Message,
+    data: SnapshotData,
+    outcome: Outcome,
+}
+
+impl SnapshotSend {
+    /// A send of `envelope` and `data` to `peer`, counted in flight until reported.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: Arc<Peer>,
+        envelope: Message,
+        data: SnapshotData,
+    ) -> SnapshotSend {
+        SnapshotSend {
+            outcome: Outcome::new(peer.clone()),
+            shared,
+            peer,
+            envelope,
+            data,
+        }
+    }
 }
 
 /// Where a snapshot's database bytes come from.
@@ -137,6 +153,12 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Counts a send to `peer` in flight.
+    fn new(peer: Arc<Peer>) -> Outcome {
+        peer.counters.snapshot_send.inflight.fetch_add(1, Relaxed);
+        Outcome { peer: Some(peer) }
+    }
+
     fn report(mut self, status: SnapshotStatus) {
         self.settle(status);
     }
@@ -160,85 +182,133 @@ impl IoTask for SnapshotSend {
     type Output = ();
 
     async fn run<B: Backend>(self) {
-        let peer = self.peer.clone();
-        peer.counters.snapshot_send.inflight.fetch_add(1, Relaxed);
-        let outcome = Outcome {
-            peer: Some(peer.clone()),
-        };
+        let SnapshotSend {
+            shared,
+            peer,
+            envelope,
+            data,
+            outcome,
+        } = self;
         let status = tokio::select! {
-            status = self.send::<B>() => status,
+            status = send::<B>(shared, peer.clone(), envelope, data) => status,
             () = peer.stopped() => SnapshotStatus::Failure,
         };
         outcome.report(status);
     }
 }
 
-impl SnapshotSend {
-    async fn send<B: Backend>(self) -> SnapshotStatus {
-        let SnapshotSend {
-            shared,
-            peer,
-            envelope,
-            data,
-        } = self;
-        let size = data.size();
-        let client: Client<B> = Client::new(
-            shared.client_config(),
-            Rc::new(BufferPool::new(16 * 1024, 1)),
+/// Sends the snapshot and says how it went (the caller reports it).
+async fn send<B: Backend>(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    envelope: Message,
+    data: SnapshotData,
+) -> SnapshotStatus {
+    let size = data.size();
+    let client: Client<B> = Client::new(
+        shared.client_config(),
+        Rc::new(BufferPool::new(16 * 1024, 1)),
+    );
+    let headers = shared.request_headers(Some((
+        "Content-Type",
+        HeaderValue::Static("application/octet-stream"),
+    )));
+    let index = envelope.snapshot.metadata.index;
+    let started = std::time::Instant::now();
+    let metrics = &peer.counters.snapshot_send;
+    tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sending database snapshot");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let mut head = BytesMut::new();
+    encode_snapshot_envelope(&envelope, &mut head);
+    let _ = tx.send(Ok(head.freeze())).await;
+    let feeder = match data {
+        SnapshotData::Reader(data, size) => {
+            let job = tokio::task::spawn_blocking(move || pump(data, size, tx));
+            Box::pin(async move { drop(job.await) })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        }
+        SnapshotData::Bytes(data) => Box::pin(feed_bytes(data, tx)),
+    };
+    let feeder = tokio::task::spawn_local(feeder);
+    let Some(url) = peer.urls.pick() else {
+        return SnapshotStatus::Failure;
+    };
+    let result = client
+        .request_streamed(&url, "POST", "/raft/snapshot", &headers, &mut rx)
+        .await;
+    drop(rx);
+    let _ = feeder.await;
+    let error = match result {
+        Ok(r) if r.status == 204 => {
+            metrics.success.fetch_add(1, Relaxed);
+            metrics.duration.observe(started.elapsed().as_secs_f64());
+            peer.status.activate();
+            peer.counters.sent_bytes.fetch_add(size, Relaxed);
+            tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sent database snapshot");
+            return SnapshotStatus::Finish;
+        }
+        Ok(r) if r.status == 403 => {
+            let _ = shared.fatal.try_send(FatalError::MemberRemoved);
+            FatalError::MemberRemoved.to_string()
+        }
+        Ok(r) => format!(
+            "unexpected http status {} while posting to {:?}: {}",
+            r.status,
+            format!("{url}/raft/snapshot"),
+            String::from_utf8_lossy(&r.body).trim_end()
+        ),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), error = %error, "failed to send database snapshot");
+    peer.post_failed(&url, "sendMsgSnap", &error);
+    peer.raft().report_unreachable(peer.id);
+    SnapshotStatus::Failure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::peer::QueueSizes;
+    use crate::transport::raft::{ProcessError, Raft};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Reports(Mutex<Vec<SnapshotStatus>>);
+    impl Raft for Reports {
+        fn process(&self, _: Message) -> Result<(), ProcessError> {
+            Ok(())
+        }
+        fn is_id_removed(&self, _: u64) -> bool {
+            false
+        }
+        fn report_unreachable(&self, _: u64) {}
+        fn report_snapshot(&self, _: u64, status: SnapshotStatus) {
+            self.0.lock().unwrap().push(status);
+        }
+    }
+
+    #[test]
+    fn an_outcome_is_reported_once_and_a_dropped_one_as_a_failure() {
+        let raft = Arc::new(Reports::default());
+        let (peer, _receivers) = Peer::new(
+            1,
+            2,
+            vec!["http://127.0.0.1:1".parse().unwrap()],
+            QueueSizes::default(),
+            raft.clone(),
+            false,
         );
-        let headers = shared.request_headers(Some((
-            "Content-Type",
-            HeaderValue::Static("application/octet-stream"),
-        )));
-        let index = envelope.snapshot.metadata.index;
-        let started = std::time::Instant::now();
-        let metrics = &peer.counters.snapshot_send;
-        tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sending database snapshot");
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let mut head = BytesMut::new();
-        encode_snapshot_envelope(&envelope, &mut head);
-        let _ = tx.send(Ok(head.freeze())).await;
-        let feeder = match data {
-            SnapshotData::Reader(data, size) => {
-                let job = tokio::task::spawn_blocking(move || pump(data, size, tx));
-                Box::pin(async move { drop(job.await) })
-                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
-            }
-            SnapshotData::Bytes(data) => Box::pin(feed_bytes(data, tx)),
-        };
-        let feeder = tokio::task::spawn_local(feeder);
-        let Some(url) = peer.urls.pick() else {
-            return SnapshotStatus::Failure;
-        };
-        let result = client
-            .request_streamed(&url, "POST", "/raft/snapshot", &headers, &mut rx)
-            .await;
-        drop(rx);
-        let _ = feeder.await;
-        let error = match result {
-            Ok(r) if r.status == 204 => {
-                metrics.success.fetch_add(1, Relaxed);
-                metrics.duration.observe(started.elapsed().as_secs_f64());
-                peer.status.activate();
-                peer.counters.sent_bytes.fetch_add(size, Relaxed);
-                tracing::info!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), bytes = size, "sent database snapshot");
-                return SnapshotStatus::Finish;
-            }
-            Ok(r) if r.status == 403 => {
-                let _ = shared.fatal.try_send(FatalError::MemberRemoved);
-                FatalError::MemberRemoved.to_string()
-            }
-            Ok(r) => format!(
-                "unexpected http status {} while posting to {:?}: {}",
-                r.status,
-                format!("{url}/raft/snapshot"),
-                String::from_utf8_lossy(&r.body).trim_end()
-            ),
-            Err(e) => e.to_string(),
-        };
-        tracing::warn!(snapshot_index = index, remote_peer_id = %format_args!("{:x}", peer.id), error = %error, "failed to send database snapshot");
-        peer.post_failed(&url, "sendMsgSnap", &error);
-        peer.raft().report_unreachable(peer.id);
-        SnapshotStatus::Failure
+        let in_flight = || peer.counters.snapshot_send.inflight.load(Relaxed);
+        let reported = Outcome::new(peer.clone());
+        let dropped = Outcome::new(peer.clone());
+        assert_eq!(in_flight(), 2);
+        reported.report(SnapshotStatus::Finish);
+        assert_eq!(*raft.0.lock().unwrap(), vec![SnapshotStatus::Finish]);
+        drop(dropped);
+        assert_eq!(
+            *raft.0.lock().unwrap(),
+            vec![SnapshotStatus::Finish, SnapshotStatus::Failure]
+        );
+        assert_eq!(in_flight(), 0);
     }
 }
