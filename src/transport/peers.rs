@@ -105,28 +105,19 @@ impl Peers {
                 // The map read now is this generation's or newer; a newer one is taken
                 // again at the next send, which is harmless.
                 let map = self.map.read().unwrap_or_else(|p| p.into_inner()).clone();
-                // Old copies are dropped once the borrow is released: dropping the last
-                // reference to a peer runs its destructors, which must find the copies
-                // free (anything that sends from there reads them again).
-                let mut old: Vec<Copy> = Vec::new();
-                let mut i = 0;
-                while i < held.len() {
-                    if held[i].transport == self.id {
-                        old.push(held.remove(i));
-                    } else {
-                        i += 1;
-                    }
-                }
-                if held.len() >= CACHED_TRANSPORTS {
-                    old.push(held.remove(0));
-                }
+                // At most two copies go: this transport's, replaced, and the oldest if
+                // the cache is full. They are dropped once the borrow is released:
+                // dropping the last reference to a peer runs its destructors, which must
+                // find the copies free (anything that sends from there reads them again).
+                let stale = take_copy(&mut held, self.id);
+                let evicted = (held.len() >= CACHED_TRANSPORTS).then(|| held.remove(0));
                 held.push(Copy {
                     transport: self.id,
                     generation,
                     map,
                 });
                 drop(held);
-                drop(old);
+                drop((stale, evicted));
             }
             let copies = copies.borrow();
             match copies.iter().rev().find(|c| c.transport == self.id) {
@@ -144,11 +135,17 @@ impl Peers {
         // in `with_copy`.
         let old = COPIES.try_with(|copies| {
             let mut held = copies.try_borrow_mut().ok()?;
-            let at = held.iter().position(|c| c.transport == self.id)?;
-            Some(held.remove(at))
+            take_copy(&mut held, self.id)
         });
         drop(old);
     }
+}
+
+/// Takes transport `id`'s copy out of a thread's copies, for its holder to drop once
+/// the borrow has ended.
+fn take_copy(held: &mut Vec<Copy>, id: u64) -> Option<Copy> {
+    let at = held.iter().position(|c| c.transport == id)?;
+    Some(held.remove(at))
 }
 
 #[cfg(test)]

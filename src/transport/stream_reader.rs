@@ -42,17 +42,6 @@ impl IoTask for StreamReader {
     type Output = ();
 
     async fn run<B: Backend>(self) {
-        // Ends at the peer's stop in any phase, a dial or a request awaiting its answer
-        // included (a stream already up is also closed by its watcher).
-        tokio::select! {
-            () = self.read_streams::<B>() => {}
-            () = self.peer.stopped() => {}
-        }
-    }
-}
-
-impl StreamReader {
-    async fn read_streams<B: Backend>(&self) {
         let shared = &self.shared;
         let peer = &self.peer;
         let cfg = &shared.config;
@@ -94,7 +83,14 @@ impl StreamReader {
             let Some(url) = peer.urls.pick() else {
                 continue;
             };
-            let mut resp = match client.get_stream(&url, &path, &dial_headers).await {
+            // A dial, or a request awaiting its answer, ends at the peer's stop (a stream
+            // that is up is closed by its watcher below, off the read path).
+            let dialed = tokio::select! {
+                biased;
+                r = client.get_stream(&url, &path, &dial_headers) => r,
+                () = peer.stopped() => break,
+            };
+            let mut resp = match dialed {
                 Ok(r) => r,
                 Err(e) => {
                     peer.counters.dial_failures.fetch_add(1, Relaxed);
