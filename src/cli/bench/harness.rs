@@ -131,8 +131,17 @@ impl Raft for Counter {
                 .store(self.epoch.elapsed().as_nanos() as u64, Release);
         }
         let n = self.processed.fetch_add(1, AcqRel) + 1;
-        if w != 0 && n >= w {
-            self.wake_at.store(0, Relaxed);
+        // Disarm only the target this message reached, as the anchor does: once the
+        // count is out, the waiter may already have armed its next message's target,
+        // which a plain store of 0 would wipe out; that message would then store no
+        // arrival time and be measured against this one's (a latency of 0).
+        if w != 0
+            && n >= w
+            && self
+                .wake_at
+                .compare_exchange(w, 0, AcqRel, Relaxed)
+                .is_ok()
+        {
             self.wake();
         }
         Ok(())
