@@ -135,13 +135,7 @@ impl Raft for Counter {
         // count is out, the waiter may already have armed its next message's target,
         // which a plain store of 0 would wipe out; that message would then store no
         // arrival time and be measured against this one's (a latency of 0).
-        if w != 0
-            && n >= w
-            && self
-                .wake_at
-                .compare_exchange(w, 0, AcqRel, Relaxed)
-                .is_ok()
-        {
+        if w != 0 && n >= w && self.wake_at.compare_exchange(w, 0, AcqRel, Relaxed).is_ok() {
             self.wake();
         }
         Ok(())
@@ -404,7 +398,12 @@ pub fn throughput(
     row
 }
 
-/// A latency row: one message in flight, `send` to `process` time.
+/// One latency sample: when the message was sent (ns since the members' epoch) and how
+/// long it took to reach `process` (ns).
+pub type LatencySample = (u64, u64);
+
+/// A latency row: one message in flight, `send` to `process` time. Also returns each
+/// measured message's sample, in sending order.
 #[allow(clippy::too_many_arguments)]
 pub fn latency(
     name: &str,
@@ -416,9 +415,9 @@ pub fn latency(
     warm: u64,
     per: u64,
     size: u64,
-) -> Row {
+) -> (Row, Vec<LatencySample>) {
     let mut row = Row::new(name, path, "latency", per, size);
-    let mut lat: Vec<u64> = Vec::with_capacity(n as usize);
+    let mut samples: Vec<LatencySample> = Vec::with_capacity(n as usize);
     let mut m = Message::default();
     let (mut missing, mut harness) = (0u64, 0u64);
     reset_peak_rss();
@@ -445,12 +444,13 @@ pub fn latency(
             continue;
         }
         if k >= warm {
-            lat.push(rx.counter.fired_at.load(Acquire).saturating_sub(t0));
+            samples.push((t0, rx.counter.fired_at.load(Acquire).saturating_sub(t0)));
         }
     }
     let b = sample(tx, rx);
     fill(&mut row, a, b, n, harness);
     row.missing = missing as f64;
+    let mut lat: Vec<u64> = samples.iter().map(|s| s.1).collect();
     lat.sort_unstable();
     let q = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -462,7 +462,7 @@ pub fn latency(
     (row.p50_us, row.p90_us, row.p99_us, row.p999_us, row.max_us) =
         (q(0.5), q(0.9), q(0.99), q(0.999), q(1.0));
     row.peak_rss_kib = peak_rss_kib();
-    row
+    (row, samples)
 }
 
 /// `count` snapshots of `size` bytes through `POST /raft/snapshot`, one at a time.

@@ -15,7 +15,9 @@ use clap::Args;
 use rafthttp::io::{choose_backend, IoMode, IoThread, ThreadScheduling};
 use rafthttp::workload::AppSource;
 
-use harness::{latency, member, snapshots, throughput, url, wait_streams, MemberSetup, Source};
+use harness::{
+    latency, member, snapshots, throughput, url, wait_streams, LatencySample, MemberSetup, Source,
+};
 use rafthttp::transport::TransportError;
 use report::{table, Report, Row, LEGEND};
 
@@ -78,6 +80,11 @@ pub struct BenchArgs {
     /// Snapshot size in MiB.
     #[arg(long, default_value_t = 64)]
     pub snapmib: u64,
+    /// Write each latency row's samples to DIR/<row>.tsv: per measured message, the
+    /// time it was sent (CLOCK_MONOTONIC ns, the clock `perf record -k CLOCK_MONOTONIC`
+    /// stamps events with) and its latency in ns. `perf/latency_tail.sh` reads them.
+    #[arg(long, value_name = "DIR")]
+    pub latency_log: Option<PathBuf>,
     /// Warm-up messages before each throughput row is measured. Unset: the anchor's
     /// rule (a tenth of the row's messages, at most 2,000); more measures a longer
     /// steady state (a deep queue grows its pools for a while).
@@ -133,6 +140,44 @@ impl FromStr for IoThreads {
     }
 }
 
+/// CLOCK_MONOTONIC now, in ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through a pointer to a live, owned
+    // one; CLOCK_MONOTONIC always exists on Linux, so it cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The file name of a row's latency log: its name with spaces as underscores.
+fn latency_log_name(row: &str) -> String {
+    format!("{}.tsv", row.replace(' ', "_"))
+}
+
+/// Writes a row's samples to `dir`: a header, then `send_monotonic_ns<TAB>latency_ns`
+/// per message.
+fn write_latency_log(
+    dir: &std::path::Path,
+    row: &str,
+    epoch_monotonic_ns: u64,
+    samples: &[LatencySample],
+) -> Result<(), BenchError> {
+    use std::io::Write as _;
+    let path = dir.join(latency_log_name(row));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        writeln!(f, "# send_monotonic_ns\tlatency_ns")?;
+        for (sent, lat) in samples {
+            writeln!(f, "{}\t{}", epoch_monotonic_ns + sent, lat)?;
+        }
+        f.flush()
+    };
+    write().map_err(|e| BenchError::Write(path.clone(), e))
+}
+
 /// The anchor's warm-up for a row of `n` messages.
 fn anchor_warm(n: u64) -> u64 {
     (n / 10).min(2000)
@@ -177,6 +222,18 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let dir = snap_dir();
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Write(dir.clone(), e))?;
     let epoch = Instant::now();
+    // `Instant` is CLOCK_MONOTONIC on Linux: the epoch read twice, back to back, lets a
+    // latency log give send times on the clock perf stamps its events with.
+    let epoch_monotonic_ns = monotonic_ns();
+    if let Some(d) = &args.latency_log {
+        std::fs::create_dir_all(d).map_err(|e| BenchError::Write(d.clone(), e))?;
+    }
+    let log_latency = |(row, samples): (Row, Vec<LatencySample>)| -> Result<Row, BenchError> {
+        if let Some(d) = &args.latency_log {
+            write_latency_log(d, &row.name, epoch_monotonic_ns, &samples)?;
+        }
+        Ok(row)
+    };
     let mut rows: Vec<Row> = Vec::new();
     let add = |rows: &mut Vec<Row>, r: Row| {
         if r.msgs == 0 {
@@ -291,7 +348,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         let mut src = Source::App(index_source(1, 64, &last_index));
         add(
             &mut rows,
-            latency(
+            log_latency(latency(
                 "latency msgapp 1x64B",
                 "msgappv2",
                 &n1,
@@ -301,7 +358,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 500,
                 1,
                 64,
-            ),
+            ))?,
         );
         if let Source::App(s) = &src {
             last_index = s.index();
@@ -310,7 +367,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if wanted("latency heartbeat") {
         add(
             &mut rows,
-            latency(
+            log_latency(latency(
                 "latency heartbeat",
                 "message",
                 &n1,
@@ -320,7 +377,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 500,
                 0,
                 0,
-            ),
+            ))?,
         );
     }
     let _ = last_index;
