@@ -1,5 +1,6 @@
 //! What the process has used, for benchmarks and reports: CPU time (getrusage) and
-//! peak resident memory (VmHWM), whose peak can be reset between measurements.
+//! peak resident memory (VmHWM), whose peak can be reset between measurements; and
+//! the monotonic clock that `perf` stamps its events with.
 
 use std::time::Duration;
 
@@ -19,6 +20,19 @@ pub fn cpu_time() -> Duration {
         )
     };
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock `perf record -k CLOCK_MONOTONIC` stamps events
+/// with, and the one `std::time::Instant` reads on Linux.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through a pointer to a live, owned
+    // one; CLOCK_MONOTONIC always exists on Linux, so it cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec.max(0) as u64 * 1_000_000_000 + ts.tv_nsec.clamp(0, 999_999_999) as u64
 }
 
 /// Resets the kernel's peak-RSS mark, so that the next [`peak_rss_kib`] covers only
@@ -56,5 +70,22 @@ mod tests {
         let v = vec![1u8; 32 << 20];
         std::hint::black_box(&v);
         assert!(peak_rss_kib() >= 32 * 1024, "{}", peak_rss_kib());
+    }
+
+    #[test]
+    fn the_monotonic_clock_is_the_one_instant_reads() {
+        let (a, i) = (monotonic_ns(), std::time::Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+        let (b, elapsed) = (monotonic_ns(), i.elapsed());
+        let (advanced, elapsed) = (b - a, elapsed.as_nanos() as u64);
+        assert!(
+            advanced >= 20_000_000,
+            "advanced {advanced} ns over a 20 ms sleep"
+        );
+        // The same clock: the two spans differ by the few ns between the paired reads.
+        assert!(
+            advanced.abs_diff(elapsed) < 5_000_000,
+            "{advanced} ns against {elapsed}"
+        );
     }
 }

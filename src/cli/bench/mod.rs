@@ -140,18 +140,6 @@ impl FromStr for IoThreads {
     }
 }
 
-/// CLOCK_MONOTONIC now, in ns.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes one `timespec` through a pointer to a live, owned
-    // one; CLOCK_MONOTONIC always exists on Linux, so it cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The file name of a row's latency log: its name with spaces as underscores.
 fn latency_log_name(row: &str) -> String {
     format!("{}.tsv", row.replace(' ', "_"))
@@ -224,7 +212,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let epoch = Instant::now();
     // `Instant` is CLOCK_MONOTONIC on Linux: the epoch read twice, back to back, lets a
     // latency log give send times on the clock perf stamps its events with.
-    let epoch_monotonic_ns = monotonic_ns();
+    let epoch_monotonic_ns = rafthttp::usage::monotonic_ns();
     if let Some(d) = &args.latency_log {
         std::fs::create_dir_all(d).map_err(|e| BenchError::Write(d.clone(), e))?;
     }
