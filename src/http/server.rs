@@ -89,17 +89,14 @@ impl Server {
     pub async fn serve<B: Backend>(self: Rc<Self>, listener: B::Listener) {
         loop {
             let accepted = tokio::select! {
-                r = listener.accept() => r,
-                () = self.stop.notified() => {
-                    // The dropped accept may still be pending (io_uring): end it.
-                    let _ = listener.close();
-                    return;
-                }
+                r = listener.accept() => Some(r),
+                () = self.stop.notified() => None,
             };
-            if self.stopped.get() {
+            let Some(accepted) = accepted.filter(|_| !self.stopped.get()) else {
+                // A dropped accept may still be pending (io_uring): closing ends it.
                 let _ = listener.close();
                 return;
-            }
+            };
             match accepted {
                 Ok((conn, remote)) => {
                     tokio::task::spawn_local(self.clone().serve_conn(conn, remote));

@@ -204,6 +204,10 @@ async fn send<B: Backend>(
     envelope: Message,
     data: SnapshotData,
 ) -> SnapshotStatus {
+    // Nowhere to send it: no reader is started for it either.
+    let Some(url) = peer.urls.pick() else {
+        return SnapshotStatus::Failure;
+    };
     let size = data.size();
     let client: Client<B> = Client::new(
         shared.client_config(),
@@ -230,9 +234,6 @@ async fn send<B: Backend>(
         SnapshotData::Bytes(data) => Box::pin(feed_bytes(data, tx)),
     };
     let feeder = tokio::task::spawn_local(feeder);
-    let Some(url) = peer.urls.pick() else {
-        return SnapshotStatus::Failure;
-    };
     let result = client
         .request_streamed(&url, "POST", "/raft/snapshot", &headers, &mut rx)
         .await;

@@ -154,13 +154,11 @@ pub fn pair_processing(
     inline: bool,
 ) -> (Transport, Arc<Recorder>, Transport, Arc<Recorder>) {
     let started = |id| {
-        let mut cfg = Config::new(id, CLUSTER);
-        cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        cfg.io = io;
-        let rec = Arc::new(Recorder::default());
+        let (t, rec) = start(id, io, |_| {});
+        // Read when a peer is added, below.
         rec.inline
             .store(inline, std::sync::atomic::Ordering::Relaxed);
-        (Transport::start(cfg, rec.clone()).unwrap(), rec)
+        (t, rec)
     };
     let (a, ra) = started(1);
     let (b, rb) = started(2);
