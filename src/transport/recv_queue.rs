@@ -37,6 +37,15 @@ pub struct Page {
 }
 
 impl Page {
+    /// An empty page with room for [`PAGE_SLOTS`] slots: a new page's slots are then one
+    /// allocation, not a vector's eight doubling steps.
+    fn with_slots() -> Page {
+        Page {
+            slots: Vec::with_capacity(PAGE_SLOTS),
+            len: 0,
+        }
+    }
+
     /// The slot the next message is decoded into (an emptied shell). It counts only once
     /// [`commit`](Self::commit)ted.
     pub fn next_slot(&mut self) -> &mut Message {
@@ -156,7 +165,7 @@ struct State {
 
 impl State {
     fn spare_page(&mut self) -> Page {
-        let page = self.spare.pop().unwrap_or_default();
+        let page = self.spare.pop().unwrap_or_else(Page::with_slots);
         self.spare_slots -= page.slots.len();
         page
     }
@@ -356,6 +365,24 @@ mod tests {
 
     fn indexes(page: &Page) -> Vec<u64> {
         page.messages().iter().map(|m| m.index).collect()
+    }
+
+    #[test]
+    fn a_new_page_has_room_for_all_its_slots_at_once() {
+        let q = RecvQueue::new(1024);
+        let mut reader = q.reader_pages();
+        let cap = reader.page.slots.capacity();
+        assert!(cap >= PAGE_SLOTS, "{cap}");
+        for i in 0..PAGE_SLOTS as u64 {
+            *reader.page.next_slot() = msg(i);
+            reader.page.commit();
+        }
+        assert!(reader.page.is_full());
+        assert_eq!(
+            reader.page.slots.capacity(),
+            cap,
+            "filling the page did not grow its slots"
+        );
     }
 
     #[test]

@@ -26,8 +26,17 @@ use crate::http::chunked::CHUNK_HEADER_ROOM;
 use crate::raftpb::Message;
 use crate::version::StreamType;
 
-/// Frame buffer capacity a new segment starts with.
+/// Frame buffer capacity the first segment of a queue starts with (an emptied one is
+/// used when there is one).
 const INITIAL_FRAMES: usize = 16 * 1024;
+
+/// Frame buffer capacity of a segment started behind another (the queue is at least a
+/// full segment deep, so this one will fill too): a full segment plus the largest copied
+/// message that can take it past [`SEGMENT_BYTES`] (payloads under
+/// [`COPY_LIMIT`](crate::http::batch::COPY_LIMIT), and their framing), so that it is
+/// allocated once rather than grown by doubling from [`INITIAL_FRAMES`], five allocations
+/// each time a deepening queue needs one more.
+const FULL_SEGMENT_FRAMES: usize = SEGMENT_BYTES + 2 * crate::http::batch::COPY_LIMIT;
 
 /// Once a segment holds this many bytes, the next message starts a new one: a take (one
 /// write) carries at most about this much, and buffers stay about this large.
@@ -159,7 +168,13 @@ impl State {
             .back()
             .is_none_or(|seg| seg.frames.len() >= SEGMENT_BYTES)
         {
-            let frames = self.take_spare();
+            // The first segment starts small: a lightly used stream never needs more.
+            let fresh = if self.segments.is_empty() {
+                INITIAL_FRAMES
+            } else {
+                FULL_SEGMENT_FRAMES
+            };
+            let frames = self.take_spare(fresh);
             self.segments.push_back(Segment { frames, msgs: 0 });
         }
         let last = self.segments.len() - 1;
@@ -187,15 +202,15 @@ impl State {
         }
     }
 
-    /// A kept buffer for a new segment, or a new one.
-    fn take_spare(&mut self) -> Batch {
+    /// A kept buffer for a new segment, or a new one of `fresh` bytes.
+    fn take_spare(&mut self, fresh: usize) -> Batch {
         match self.spare.pop() {
             Some(mut frames) => {
                 // The capacity counted when it was kept: nothing touches a spare since.
                 self.spare_bytes = self.spare_bytes.saturating_sub(frames.buf().capacity());
                 frames
             }
-            None => fresh_frames(INITIAL_FRAMES),
+            None => fresh_frames(fresh),
         }
     }
 
@@ -434,6 +449,39 @@ mod tests {
         let mut pieces = Vec::new();
         batch.take_from(CHUNK_HEADER_ROOM, &mut pieces);
         pieces.concat().into()
+    }
+
+    #[test]
+    fn the_first_segment_starts_small_and_the_ones_behind_it_start_full_size() {
+        let q = StreamQueue::new(4096);
+        q.attach(StreamType::MsgAppV2, 0);
+        let mut m = app(1, 1);
+        m.entries[0].data = Some(bytes::Bytes::from(vec![7u8; 1024]));
+        let segments = |q: &StreamQueue| q.lock().segments.len();
+        q.push(&m);
+        let first = q.lock().segments[0].frames.buf().capacity();
+        assert!(
+            first < FULL_SEGMENT_FRAMES,
+            "one message needs a small buffer ({first})"
+        );
+        while segments(&q) < 3 {
+            q.push(&m);
+            let mut s = q.lock();
+            let n = s.segments.len();
+            let newest = &mut s.segments[n - 1];
+            if n > 1 && newest.msgs == 1 {
+                let cap = newest.frames.buf().capacity();
+                assert!(
+                    cap >= FULL_SEGMENT_FRAMES,
+                    "a segment behind another starts full size, not to be grown ({cap})"
+                );
+            }
+        }
+        // A full-size segment takes the message that crosses SEGMENT_BYTES without growing.
+        let mut s = q.lock();
+        let second = &mut s.segments[1];
+        assert!(second.frames.len() >= SEGMENT_BYTES);
+        assert!(second.frames.buf().capacity() < 2 * FULL_SEGMENT_FRAMES);
     }
 
     #[test]
