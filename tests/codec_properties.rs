@@ -1,5 +1,7 @@
 //! Property tests over every codec:
 //! - arbitrary messages round-trip, fed in pieces split at arbitrary points;
+//! - msgappv2's deferring decoder, once resolved, gives what the plain one gives, errors
+//!   included;
 //! - arbitrary bytes never panic any decoder, at any split;
 //! - no declared length makes a decoder allocate beyond its cap.
 
@@ -107,6 +109,31 @@ fn decode_pieces(
     Ok(got)
 }
 
+/// [`decode_pieces`] with msgappv2's deferring decoder, each message's payloads
+/// resolved (and then let go of) as the receive worker does.
+fn decode_pieces_deferring(
+    parts: Vec<Bytes>,
+    dec: &mut MsgAppV2Decoder,
+) -> Result<Vec<Message>, DecodeError> {
+    let mut got = Vec::new();
+    let mut m = Message::default();
+    let mut d = Deferred::default();
+    let mut ranges = PayloadRanges::default();
+    for mut p in parts {
+        while dec
+            .decode_deferring(&mut p, &mut m, &mut d, &mut ranges)?
+            .is_some()
+        {
+            d.resolve(&mut m, &ranges);
+            got.push(m.clone());
+            d.release(&mut m);
+            ranges.clear();
+        }
+        assert!(p.is_empty(), "a decoder returned None with input left");
+    }
+    Ok(got)
+}
+
 /// One step of a msgappv2 sequence.
 #[derive(Clone, Debug)]
 enum Step {
@@ -121,10 +148,15 @@ enum Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
+    step_of(4)
+}
+
+/// A step whose AppEntries material has fewer than `most` entries.
+fn step_of(most: usize) -> impl Strategy<Value = Step> {
     prop_oneof![
         1 => Just(Step::Heartbeat),
         2 => message().prop_map(|m| Step::Any(Box::new(m))),
-        3 => (vec(bytes_opt(70), 0..4), any::<u64>()).prop_map(|(entries, commit)| Step::Continue { entries, commit }),
+        3 => (vec(bytes_opt(70), 0..most), any::<u64>()).prop_map(|(entries, commit)| Step::Continue { entries, commit }),
     ]
 }
 
@@ -203,6 +235,25 @@ proptest! {
         }
         let mut dec = MessageStreamDecoder::new(&Limits::default());
         let got = decode_pieces(pieces(&buf.freeze(), &cuts), |p, m| dec.decode(p, m)).unwrap();
+        dec.finish().unwrap();
+        prop_assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn msgappv2_deferring_decodes_what_decode_does(
+        steps in vec(step_of(20), 0..10),
+        cuts in vec(any::<usize>(), 0..10),
+    ) {
+        // Up to 19 entries a message, so frames on both sides of DEFER_MIN_ENTRIES.
+        let msgs = build_sequence(steps);
+        let mut enc = MsgAppV2Encoder::new();
+        let mut frames = BytesMut::new();
+        for m in &msgs {
+            enc.encode(m, &mut frames);
+        }
+        let frames = frames.freeze();
+        let mut dec = MsgAppV2Decoder::new(LOCAL, REMOTE, &Limits::default());
+        let got = decode_pieces_deferring(pieces(&frames, &cuts), &mut dec).unwrap();
         dec.finish().unwrap();
         prop_assert_eq!(got, msgs);
     }
@@ -338,7 +389,14 @@ fn run_every_decoder(data: &Bytes, cuts: &[usize]) -> u64 {
     reset_thread_largest();
     let parts = pieces(data, cuts);
     let mut v2 = MsgAppV2Decoder::new(LOCAL, REMOTE, &limits);
-    let _ = decode_pieces(parts.clone(), |p, m| v2.decode(p, m)).map(|_| v2.finish());
+    let plain = decode_pieces(parts.clone(), |p, m| v2.decode(p, m)).map(|_| v2.finish());
+    let mut v2 = MsgAppV2Decoder::new(LOCAL, REMOTE, &limits);
+    let deferring = decode_pieces_deferring(parts.clone(), &mut v2).map(|_| v2.finish());
+    assert_eq!(
+        plain.map_err(|e| e.to_string()),
+        deferring.map_err(|e| e.to_string()),
+        "the deferring decoder fails where and as the plain one does"
+    );
     let mut ms = MessageStreamDecoder::new(&limits);
     let _ = decode_pieces(parts.clone(), |p, m| ms.decode(p, m)).map(|_| ms.finish());
     let mut v1 = MsgAppV1Decoder::new(LOCAL, REMOTE, 3, &limits);

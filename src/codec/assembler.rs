@@ -38,6 +38,19 @@ pub(crate) fn entry_at(
     frame_offset: u64,
     out: &mut Vec<crate::raftpb::Entry>,
 ) -> Result<usize, DecodeError> {
+    entry_at_into(frame, whole, pos, frame_offset, out, None)
+}
+
+/// [`entry_at`], leaving the payload's slice to `deferred` when given.
+#[inline(always)]
+pub(crate) fn entry_at_into(
+    frame: &Bytes,
+    whole: &[u8],
+    pos: usize,
+    frame_offset: u64,
+    out: &mut Vec<crate::raftpb::Entry>,
+    deferred: Option<(&mut super::Deferred, &mut super::PayloadRanges)>,
+) -> Result<usize, DecodeError> {
     let truncated = || {
         DecodeError::new(
             DecodeErrorKind::Truncated {
@@ -54,7 +67,11 @@ pub(crate) fn entry_at(
         .and_then(|l| start.checked_add(l))
         .filter(|&e| e <= whole.len())
         .ok_or_else(truncated)?;
-    crate::raftpb::wire::push_entry(frame, whole, start..end, out).map_err(|e| {
+    match deferred {
+        None => crate::raftpb::wire::push_entry(frame, whole, start..end, out),
+        Some(d) => crate::raftpb::wire::push_entry_deferred(frame, whole, start..end, out, d),
+    }
+    .map_err(|e| {
         DecodeError::new(
             DecodeErrorKind::Protobuf {
                 part: Part::Entry,

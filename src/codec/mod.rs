@@ -11,12 +11,14 @@
 //! | snapshot (`POST /raft/snapshot`) | [`encode_snapshot_envelope`] | [`SnapshotDecoder`] |
 
 mod assembler;
+mod deferred_payloads;
 mod message_stream;
 mod msgapp_v1;
 mod msgappv2;
 mod pipeline;
 mod snapshot;
 
+pub use deferred_payloads::{Deferred, PayloadRanges, DEFER_MIN_ENTRIES};
 pub use message_stream::{encode_message_frame, MessageStreamDecoder};
 pub use msgapp_v1::{MsgAppV1Decoder, MsgAppV1Encoder, V1Write};
 pub use msgappv2::{MsgAppV2Decoder, MsgAppV2Encoder};

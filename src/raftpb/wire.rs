@@ -428,6 +428,41 @@ pub(crate) fn push_entry(
     Ok(())
 }
 
+/// [`push_entry`] that leaves the payload unsliced: the entry's `data` stays `None` and
+/// its range in `src` goes to `deferred`, to be sliced later (on another thread). The
+/// slow path (bytes the fast one does not take) slices at once and records nothing to do.
+#[inline]
+pub(crate) fn push_entry_deferred(
+    src: &Bytes,
+    bytes: &[u8],
+    range: std::ops::Range<usize>,
+    out: &mut Vec<Entry>,
+    (deferred, ranges): (
+        &mut crate::codec::Deferred,
+        &mut crate::codec::PayloadRanges,
+    ),
+) -> Result<(), prost::DecodeError> {
+    match bytes.get(range.clone()).and_then(entry_fields) {
+        Some((entry_type, term, index, data)) => {
+            out.push(Entry {
+                entry_type,
+                term,
+                index,
+                data: None,
+            });
+            deferred.push(
+                ranges,
+                data.map(|(a, b)| (range.start + a, range.start + b)),
+            );
+        }
+        None => {
+            out.push(Entry::decode(src.slice(range))?);
+            deferred.push(ranges, None);
+        }
+    }
+    Ok(())
+}
+
 /// Merges `src` into `out` as prost's `merge` would, for a cleared `out`: entries are
 /// appended (reusing `out.entries`' capacity) and payloads are slices of `src`.
 /// On failure `out` is left cleared or partly filled, as after a failed prost merge.

@@ -494,18 +494,19 @@ impl Peer {
     }
 }
 
-/// Hands every message of `page` to `raft` (by reference when it borrows). The
-/// messages stay in the page: whoever decodes into it next empties it.
+/// Hands every message of `page` to `raft` (by reference when it borrows), payloads the
+/// reader left unsliced sliced here first. The messages stay in the page: whoever
+/// decodes into it next empties it (but payloads sliced here are let go of here).
 fn process_page(id: u64, raft: &dyn Raft, page: &mut Page) {
     let failed = |e: super::raft::ProcessError| {
         tracing::warn!(remote_peer_id = %format_args!("{id:x}"), error = %e, "failed to process Raft message");
     };
     if raft.borrows() {
-        for m in page.messages() {
+        page.for_each_resolved(|m| {
             if let Err(e) = raft.process_borrowed(m) {
                 failed(e);
             }
-        }
+        });
     } else {
         page.take_each(|m| {
             if let Err(e) = raft.process(m) {

@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 
+use crate::codec::{Deferred, PayloadRanges};
 use crate::raftpb::Message;
 
 /// Most messages in one page. A reader hands a full page over and decodes on into the
@@ -29,10 +30,19 @@ use crate::raftpb::Message;
 pub const PAGE_SLOTS: usize = 128;
 
 /// Messages decoded in place: the first `len` slots hold messages, the rest are emptied
-/// shells that keep their entry vectors' capacity.
+/// shells that keep their entry vectors' capacity. Beside each slot, the payloads its
+/// decoder left unsliced (see `codec::Deferred`): whoever hands the messages to the
+/// application slices them first ([`for_each_resolved`](Page::for_each_resolved),
+/// [`take_each`](Page::take_each)) and lets go of them after, on its own thread.
 #[derive(Debug, Default)]
 pub struct Page {
     slots: Vec<Message>,
+    /// As long as `slots`; entry `i` belongs to slot `i`.
+    deferred: Vec<Deferred>,
+    /// The deferred payloads' ranges, for all the page's messages: one vector per page
+    /// rather than one per slot, so a page's first use of a slot allocates no more than
+    /// its entries.
+    ranges: PayloadRanges,
     len: usize,
 }
 
@@ -42,6 +52,8 @@ impl Page {
     fn with_slots() -> Page {
         Page {
             slots: Vec::with_capacity(PAGE_SLOTS),
+            deferred: Vec::with_capacity(PAGE_SLOTS),
+            ranges: PayloadRanges::default(),
             len: 0,
         }
     }
@@ -49,10 +61,29 @@ impl Page {
     /// The slot the next message is decoded into (an emptied shell). It counts only once
     /// [`commit`](Self::commit)ted.
     pub fn next_slot(&mut self) -> &mut Message {
-        if self.len == self.slots.len() {
-            self.slots.push(Message::default());
+        self.next_slot_deferring().0
+    }
+
+    /// [`next_slot`](Self::next_slot), with the record of the payloads a decoder may leave
+    /// unsliced in it (a decoder's `decode_deferring`).
+    #[inline]
+    pub fn next_slot_deferring(&mut self) -> (&mut Message, &mut Deferred, &mut PayloadRanges) {
+        if self.len >= self.slots.len() {
+            self.add_slot();
         }
-        &mut self.slots[self.len]
+        (
+            &mut self.slots[self.len],
+            &mut self.deferred[self.len],
+            &mut self.ranges,
+        )
+    }
+
+    /// A new shell, for a page used past its slots so far (a page's first uses only).
+    #[cold]
+    #[inline(never)]
+    fn add_slot(&mut self) {
+        self.slots.push(Message::default());
+        self.deferred.push(Deferred::default());
     }
 
     /// Counts the message just decoded into [`next_slot`](Self::next_slot).
@@ -65,12 +96,30 @@ impl Page {
         &self.slots[..self.len]
     }
 
-    /// Moves the messages out, one by one, for an application that takes ownership (the
-    /// slots are left as new, empty messages).
-    pub fn take_each(&mut self, mut f: impl FnMut(Message)) {
-        for m in &mut self.slots[..self.len] {
-            f(std::mem::take(m));
+    /// Calls `f` with each message, its payloads sliced, and lets go of the payloads that
+    /// were sliced here right after (so that their references are taken and dropped on
+    /// this thread; the rest are let go of by whoever empties the page).
+    pub fn for_each_resolved(&mut self, mut f: impl FnMut(&Message)) {
+        for (m, d) in self.slots[..self.len].iter_mut().zip(&mut self.deferred) {
+            if d.is_deferred() {
+                d.resolve(m, &self.ranges);
+                f(m);
+                d.release(m);
+            } else {
+                f(m);
+            }
         }
+    }
+
+    /// Moves the messages out, one by one, payloads sliced, for an application that takes
+    /// ownership (the slots are left as new, empty messages).
+    pub fn take_each(&mut self, mut f: impl FnMut(Message)) {
+        for (m, d) in self.slots[..self.len].iter_mut().zip(&mut self.deferred) {
+            d.resolve(m, &self.ranges);
+            f(std::mem::take(m));
+            d.forget();
+        }
+        self.ranges.clear();
         self.len = 0;
     }
 
@@ -79,9 +128,12 @@ impl Page {
         let mut kept = 0;
         for i in 0..self.len {
             if pick(&self.slots[i]) {
+                self.deferred[i].resolve(&mut self.slots[i], &self.ranges);
                 f(std::mem::take(&mut self.slots[i]));
+                self.deferred[i].forget();
             } else {
                 self.slots.swap(kept, i);
+                self.deferred.swap(kept, i);
                 kept += 1;
             }
         }
@@ -111,18 +163,23 @@ impl Page {
     /// Forgets every message, letting go in place of the buffers they point into, and
     /// keeps the slots.
     pub fn clear(&mut self) {
-        for m in &mut self.slots[..self.len] {
-            release(m);
-        }
-        self.len = 0;
+        self.truncate(0);
     }
 
     /// Forgets the messages from `from` on, as [`clear`](Self::clear) does.
     fn truncate(&mut self, from: usize) {
-        for m in &mut self.slots[from.min(self.len)..self.len] {
+        let range = from.min(self.len)..self.len;
+        for (m, d) in self.slots[range.clone()]
+            .iter_mut()
+            .zip(&mut self.deferred[range])
+        {
             release(m);
+            d.forget();
         }
         self.len = self.len.min(from);
+        if self.len == 0 {
+            self.ranges.clear();
+        }
     }
 }
 
@@ -252,11 +309,16 @@ impl RecvQueue {
             // the messages (swapped for them: nothing moves to the heap), so pages in
             // the queue stay dense and the shells they carry stay near what it holds.
             Some(last) if last.has_room_for(take) => {
-                for m in &mut page.slots[..take] {
-                    std::mem::swap(m, &mut last.slots[last.len]);
+                for i in 0..take {
+                    std::mem::swap(&mut page.slots[i], &mut last.slots[last.len]);
+                    std::mem::swap(&mut page.deferred[i], &mut last.deferred[last.len]);
+                    // Its payload ranges go along (a copy of a few words per entry).
+                    last.ranges
+                        .adopt(&page.ranges, &mut last.deferred[last.len]);
                     last.len += 1;
                 }
                 page.len = 0;
+                page.ranges.clear();
             }
             _ => {
                 let fresh = st.spare_page();
@@ -365,6 +427,82 @@ mod tests {
 
     fn indexes(page: &Page) -> Vec<u64> {
         page.messages().iter().map(|m| m.index).collect()
+    }
+
+    /// A MsgApp of `n` entries at `index`, continuing the stream (so msgappv2 sends it as
+    /// AppEntries after the first).
+    fn app(index: u64, n: u64) -> Message {
+        Message {
+            msg_type: MessageType::MsgApp as i32,
+            from: 2,
+            to: 1,
+            term: 1,
+            log_term: 1,
+            index,
+            entries: (1..=n)
+                .map(|k| Entry {
+                    term: 1,
+                    index: index + k,
+                    // Lengths that differ from entry to entry and message to message, so
+                    // that one message's ranges cannot pass for another's.
+                    data: Some(Bytes::from(format!(
+                        "{}{}",
+                        index + k,
+                        "x".repeat(k as usize)
+                    ))),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn deferred_payloads_travel_with_their_messages_and_are_resolved_by_the_worker() {
+        use crate::codec::{MsgAppV2Decoder, MsgAppV2Encoder};
+        // Three 10-entry messages and a 1-entry one. The first goes as a whole MsgApp
+        // frame and the 1-entry one is short: both are sliced at once; the other two
+        // are AppEntries frames whose payloads wait for the worker.
+        let sent = vec![app(0, 10), app(10, 10), app(20, 1), app(21, 12)];
+        let mut enc = MsgAppV2Encoder::new();
+        let mut wire = bytes::BytesMut::new();
+        for m in &sent {
+            enc.encode(m, &mut wire);
+        }
+        let mut wire = wire.freeze();
+        let mut dec = MsgAppV2Decoder::new(1, 2, &Default::default());
+        let q = RecvQueue::new(64);
+        // A page with idle shells, so that the second handover can join it.
+        let mut r = page_of(&q, 0..10);
+        r.page.clear();
+        let mut deferred = 0;
+        // Two handovers: the second joins the first's page (its ranges copied over).
+        for batch in [2, 2] {
+            for _ in 0..batch {
+                let (slot, d, ranges) = r.page.next_slot_deferring();
+                assert!(dec
+                    .decode_deferring(&mut wire, slot, d, ranges)
+                    .unwrap()
+                    .is_some());
+                deferred += usize::from(d.is_deferred());
+                r.page.commit();
+            }
+            q.push_page(&mut r, |_| panic!("room"));
+        }
+        assert_eq!(
+            deferred, 2,
+            "only many-entry AppEntries wait for the worker"
+        );
+        let mut out = Page::default();
+        assert!(q.pop_page(&mut out));
+        assert!(q.is_empty(), "one page");
+        let mut got = Vec::new();
+        out.for_each_resolved(|m| got.push(m.clone()));
+        assert_eq!(got, sent);
+        assert!(
+            out.deferred.iter().all(|d| !d.is_deferred()),
+            "the worker let go of what it resolved"
+        );
     }
 
     #[test]

@@ -292,9 +292,13 @@ fn decode_piece(
     peer.counters
         .received_bytes
         .fetch_add(piece.len() as u64, Relaxed);
+    // With a worker to process them, many-entry messages leave their payloads for it to
+    // slice (see `codec::DeferredPayloads`); inline, this thread would slice them anyway.
+    let defer = !peer.inline;
     loop {
-        let slot = pages.page.next_slot();
+        let (slot, deferred, ranges) = pages.page.next_slot_deferring();
         let frame = match decoder {
+            Decoder::V2(d) if defer => d.decode_deferring(&mut piece, slot, deferred, ranges),
             Decoder::V2(d) => d.decode(&mut piece, slot),
             Decoder::Message(d) => d.decode(&mut piece, slot),
             Decoder::V1(d) => d.decode(&mut piece, slot),
