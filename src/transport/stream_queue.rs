@@ -206,12 +206,20 @@ impl State {
         }
     }
 
-    /// A kept buffer for a new segment, or a new one of `fresh` bytes.
+    /// A kept buffer for a new segment, or a new one, with room for `fresh` bytes.
     fn take_spare(&mut self, fresh: usize) -> Batch {
         match self.spare.pop() {
             Some(mut frames) => {
                 // The capacity counted when it was kept: nothing touches a spare since.
-                self.spare_bytes = self.spare_bytes.saturating_sub(frames.buf().capacity());
+                let buf = frames.buf();
+                self.spare_bytes = self.spare_bytes.saturating_sub(buf.capacity());
+                // A spare from segments of large, referenced payloads holds only their
+                // framing, in a buffer of 16 KiB or so: give it its full size in one
+                // step rather than five doublings, each a copy, while copied messages
+                // fill it.
+                if buf.capacity() < fresh {
+                    buf.reserve(fresh - buf.len());
+                }
                 frames
             }
             None => fresh_frames(fresh),
@@ -504,6 +512,46 @@ mod tests {
         let second = &mut s.segments[1];
         assert!(second.frames.len() >= SEGMENT_BYTES);
         assert!(second.frames.buf().capacity() < 2 * FULL_SEGMENT_FRAMES);
+    }
+
+    #[test]
+    fn a_small_spare_reused_behind_another_segment_is_made_full_size_at_once() {
+        let q = StreamQueue::new(4096);
+        let (generation, _) = q.attach(StreamType::MsgAppV2, 0);
+        let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
+        let mut m = app(1, 1);
+        m.entries[0].data = Some(bytes::Bytes::from(vec![7u8; 1024]));
+        let segments = |q: &StreamQueue| q.lock().segments.len();
+        while segments(&q) < 3 {
+            q.push(&m);
+        }
+        // The writer takes two segments, giving small batches back (as a stream of
+        // large, referenced payloads leaves spares that hold only their framing).
+        for _ in 0..2 {
+            let mut small = room();
+            assert!(matches!(
+                q.take(generation, &mut small, &waker),
+                Ok(Taken::Frames(_))
+            ));
+        }
+        assert_eq!(q.lock().spare.len(), 2);
+        let queued = segments(&q);
+        loop {
+            q.push(&m);
+            let mut s = q.lock();
+            let n = s.segments.len();
+            let newest = &mut s.segments[n - 1];
+            if n > queued && newest.msgs == 1 {
+                let cap = newest.frames.buf().capacity();
+                assert!(
+                    cap >= FULL_SEGMENT_FRAMES,
+                    "a small spare behind another segment is grown at once ({cap})"
+                );
+                if s.spare.is_empty() {
+                    break;
+                }
+            }
+        }
     }
 
     #[test]
