@@ -11,8 +11,10 @@
 //! each entry's payload is a slice of a receive buffer, with its reference count, and the
 //! reader takes those references as it decodes. When the worker let go of them, the two
 //! threads bumped the same counter once per entry from two CPUs, and that cache line's
-//! trips were a fifth of the reader's time on 100-entry messages. Steady state allocates
-//! nothing.
+//! trips were a fifth of the reader's time on 100-entry messages. The exception is a
+//! message whose payloads the reader left unsliced (`codec::Deferred`, for many-entry
+//! messages): the worker slices them and lets go of them, so their counts too are
+//! bumped from one CPU. Steady state allocates nothing.
 //!
 //! A full queue refuses what does not fit, as etcd drops on a full `recvc`.
 

@@ -271,13 +271,17 @@ impl StreamQueue {
                 return g;
             }
             // Watch the lock (a read, not a write that takes the line from its holder)
-            // until it is free or the spin is spent.
-            while self.state.is_locked() {
-                if spins == LOCK_SPINS {
+            // until it is free or the spin is spent. A lost race counts as a look too,
+            // so that many senders contending cannot keep a thread spinning unbounded.
+            loop {
+                if spins >= LOCK_SPINS {
                     return self.state.lock();
                 }
                 spins += 1;
                 std::hint::spin_loop();
+                if !self.state.is_locked() {
+                    break;
+                }
             }
         }
     }

@@ -293,7 +293,7 @@ fn decode_piece(
         .received_bytes
         .fetch_add(piece.len() as u64, Relaxed);
     // With a worker to process them, many-entry messages leave their payloads for it to
-    // slice (see `codec::DeferredPayloads`); inline, this thread would slice them anyway.
+    // slice (see `codec::Deferred`); inline, this thread would slice them anyway.
     let defer = !peer.inline;
     loop {
         let (slot, deferred, ranges) = pages.page.next_slot_deferring();
