@@ -134,6 +134,16 @@ fn decode_pieces_deferring(
     Ok(got)
 }
 
+/// `msgs` encoded by one msgappv2 encoder, as one connection carries them.
+fn encode_v2(msgs: &[Message]) -> BytesMut {
+    let mut enc = MsgAppV2Encoder::new();
+    let mut frames = BytesMut::new();
+    for m in msgs {
+        enc.encode(m, &mut frames);
+    }
+    frames
+}
+
 /// One step of a msgappv2 sequence.
 #[derive(Clone, Debug)]
 enum Step {
@@ -246,12 +256,7 @@ proptest! {
     ) {
         // Up to 19 entries a message, so frames on both sides of DEFER_MIN_ENTRIES.
         let msgs = build_sequence(steps);
-        let mut enc = MsgAppV2Encoder::new();
-        let mut frames = BytesMut::new();
-        for m in &msgs {
-            enc.encode(m, &mut frames);
-        }
-        let frames = frames.freeze();
+        let frames = encode_v2(&msgs).freeze();
         let mut dec = MsgAppV2Decoder::new(LOCAL, REMOTE, &Limits::default());
         let got = decode_pieces_deferring(pieces(&frames, &cuts), &mut dec).unwrap();
         dec.finish().unwrap();
@@ -265,11 +270,7 @@ proptest! {
         cuts in vec(any::<usize>(), 0..10),
     ) {
         let msgs = build_sequence(steps);
-        let mut enc = MsgAppV2Encoder::new();
-        let mut frames = BytesMut::new();
-        for m in &msgs {
-            enc.encode(m, &mut frames);
-        }
+        let frames = encode_v2(&msgs);
         // Wrap the frames in chunks of assorted sizes, unrelated to frame boundaries.
         let mut wire = BytesMut::new();
         let mut rest = &frames[..];
