@@ -168,6 +168,22 @@ mod tests {
     use super::*;
     use crate::raftpb::Entry;
 
+    /// A message's payload ranges recorded in `ranges` as a decoder records them; `None`
+    /// is an entry whose data is left as it is.
+    fn recorded(
+        ranges: &mut PayloadRanges,
+        frame: &Bytes,
+        payloads: &[Option<(usize, usize)>],
+    ) -> Deferred {
+        let mut d = Deferred::default();
+        d.start(ranges, payloads.len());
+        for &p in payloads {
+            d.push(ranges, p);
+        }
+        d.finish(frame);
+        d
+    }
+
     fn entries(n: usize) -> Message {
         Message {
             entries: vec![Entry::default(); n],
@@ -180,17 +196,13 @@ mod tests {
         let frame = Bytes::from_static(b"0123456789");
         let mut ranges = PayloadRanges::default();
         // Another message's ranges come first in the shared vector.
-        let mut other = Deferred::default();
-        other.start(&mut ranges, 1);
-        other.push(&mut ranges, Some((0, 1)));
-        other.finish(&frame);
-        let mut d = Deferred::default();
-        d.start(&mut ranges, 4);
-        d.push(&mut ranges, Some((2, 5)));
-        d.push(&mut ranges, None);
-        d.push(&mut ranges, Some((7, 7)));
-        d.push(&mut ranges, Some((8, 99))); // out of the frame: left alone, no panic
-        d.finish(&frame);
+        let mut other = recorded(&mut ranges, &frame, &[Some((0, 1))]);
+        // The last is out of the frame: left alone, no panic.
+        let mut d = recorded(
+            &mut ranges,
+            &frame,
+            &[Some((2, 5)), None, Some((7, 7)), Some((8, 99))],
+        );
         let kept = Bytes::from_static(b"slow path");
         let mut m = entries(4);
         m.entries[1].data = Some(kept.clone());
@@ -219,10 +231,7 @@ mod tests {
     #[test]
     fn releasing_unresolved_payloads_leaves_the_message_alone() {
         let mut ranges = PayloadRanges::default();
-        let mut d = Deferred::default();
-        d.start(&mut ranges, 1);
-        d.push(&mut ranges, Some((0, 1)));
-        d.finish(&Bytes::from_static(b"x"));
+        let mut d = recorded(&mut ranges, &Bytes::from_static(b"x"), &[Some((0, 1))]);
         let mut m = entries(1);
         d.release(&mut m);
         assert_eq!(m.entries.len(), 1, "not resolved here: not ours to clear");
@@ -233,11 +242,7 @@ mod tests {
     fn adopted_ranges_move_with_their_message_and_an_abandoned_start_leaves_none() {
         let frame = Bytes::from_static(b"abcdef");
         let mut from = PayloadRanges::default();
-        let mut d = Deferred::default();
-        d.start(&mut from, 2);
-        d.push(&mut from, Some((0, 2)));
-        d.push(&mut from, Some((4, 6)));
-        d.finish(&frame);
+        let mut d = recorded(&mut from, &frame, &[Some((0, 2)), Some((4, 6))]);
         let mut failed = Deferred::default();
         failed.start(&mut from, 3);
         failed.push(&mut from, Some((0, 1)));
