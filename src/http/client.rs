@@ -341,7 +341,11 @@ impl<B: Backend> Client<B> {
     /// Keeps `io` for reuse, up to the idle limit per host.
     fn keep_idle(&self, url: &PeerUrl, io: HttpIo<B::Conn>) {
         let mut idle = self.idle.borrow_mut();
-        let conns = idle.entry(url.authority.clone()).or_default();
+        // Looked up before `entry`, which would take an owned key each time.
+        let conns = match idle.get_mut(&url.authority) {
+            Some(conns) => conns,
+            None => idle.entry(url.authority.clone()).or_default(),
+        };
         if conns.len() < self.config.max_idle_per_host {
             conns.push(io);
         } else {

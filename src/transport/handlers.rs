@@ -382,48 +382,100 @@ impl std::io::Read for ChannelReader {
 }
 
 /// `/raft/probing`: `{"OK":true,"Now":"<RFC 3339 with nanoseconds>"}`, as Go's prober.
+/// Every peer's prober asks every 4 s, so the answer is built with one allocation.
 fn probing() -> Response {
-    let body = format!(
-        "{{\"OK\":true,\"Now\":\"{}\"}}\n",
-        rfc3339_nano(SystemTime::now())
-    );
+    let now = Rfc3339Nano::new(SystemTime::now());
+    let mut body = [0u8; 64];
+    let parts: [&[u8]; 3] = [
+        b"{\"OK\":true,\"Now\":\"",
+        now.as_str().as_bytes(),
+        b"\"}\n",
+    ];
+    let mut len = 0;
+    for part in parts {
+        body[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
     Response {
         status: 200,
         headers: Default::default(),
-        body: ResponseBody::Full(body.into()),
+        body: ResponseBody::Full(Bytes::copy_from_slice(&body[..len])),
     }
     .with_header("Content-Type", "application/json")
 }
 
 /// `t` as Go's `time.RFC3339Nano` in UTC (trailing zeros of the fraction dropped).
 pub fn rfc3339_nano(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut s = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    let nanos = d.subsec_nanos();
-    if nanos > 0 {
-        let frac = format!("{nanos:09}");
-        s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
+    Rfc3339Nano::new(t).as_str().to_string()
+}
+
+/// A time written as Go's `time.RFC3339Nano` in UTC, held without allocating.
+pub struct Rfc3339Nano {
+    buf: [u8; Rfc3339Nano::MAX],
+    len: usize,
+}
+
+impl Rfc3339Nano {
+    /// The longest form: a 12-digit year (the furthest a `SystemTime`
+    /// reaches in `i64` seconds), `-MM-DDTHH:MM:SS`, nine fraction digits and `Z`.
+    const MAX: usize = 40;
+
+    /// Writes `t` (times before 1970 as 1970).
+    pub fn new(t: SystemTime) -> Self {
+        use std::fmt::Write;
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let mut out = Rfc3339Nano {
+            buf: [0; Self::MAX],
+            len: 0,
+        };
+        // Cannot fail: MAX holds the longest form.
+        let _ = write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        );
+        let mut nanos = d.subsec_nanos();
+        if nanos > 0 {
+            let mut width = 9;
+            while nanos % 10 == 0 {
+                nanos /= 10;
+                width -= 1;
+            }
+            let _ = write!(out, ".{nanos:0width$}");
+        }
+        let _ = out.write_str("Z");
+        out
     }
-    s.push('Z');
-    s
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for Rfc3339Nano {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -440,5 +492,16 @@ mod tests {
             "2000-02-29T00:00:00.5Z"
         );
         assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_nano(UNIX_EPOCH + Duration::new(0, 10)),
+            "1970-01-01T00:00:00.00000001Z"
+        );
+        // The furthest time there is still fits.
+        let far = UNIX_EPOCH + Duration::new(i64::MAX as u64, 999_999_999);
+        assert!(
+            rfc3339_nano(far).ends_with(".999999999Z"),
+            "{}",
+            rfc3339_nano(far)
+        );
     }
 }

@@ -341,6 +341,8 @@ pub struct PeerStats {
     pub dial_failures: u64,
     /// Stream connections the peer attached to our writers.
     pub stream_attaches: u64,
+    /// Probes of the peer answered (the count of its round-trip-time histogram).
+    pub probes: u64,
 }
 
 /// Transport-wide figures.
@@ -708,6 +710,7 @@ impl Transport {
                 pipeline_messages: p.counters.pipeline_messages.load(Relaxed),
                 dial_failures: p.counters.dial_failures.load(Relaxed),
                 stream_attaches: p.counters.stream_attaches.load(Relaxed),
+                probes: p.counters.rtt.count(),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -29,6 +29,16 @@ impl UrlPicker {
         s.0.get(s.1).cloned()
     }
 
+    /// [`UrlPicker::pick`] into `slot`, cloning only when the pick differs from what
+    /// `slot` holds already (the prober asks every few seconds, for the same URL).
+    pub fn pick_into(&self, slot: &mut Option<PeerUrl>) {
+        let s = self.lock();
+        let now = s.0.get(s.1);
+        if slot.as_ref() != now {
+            *slot = now.cloned();
+        }
+    }
+
     /// `url` failed: move on, but only if it is still the current one, so concurrent
     /// failures of the same URL skip ahead once.
     pub fn unreachable(&self, url: &PeerUrl) {
@@ -69,5 +79,21 @@ mod tests {
         assert_eq!(p.pick().unwrap(), u("http://a:1"), "round robin");
         p.update(vec![u("http://d:4")]);
         assert_eq!(p.pick().unwrap(), u("http://d:4"));
+    }
+
+    #[test]
+    fn pick_into_follows_the_current_url() {
+        let p = UrlPicker::new(vec![u("http://a:1"), u("http://b:2")]);
+        let mut slot = None;
+        p.pick_into(&mut slot);
+        assert_eq!(slot, Some(u("http://a:1")));
+        p.pick_into(&mut slot);
+        assert_eq!(slot, Some(u("http://a:1")));
+        p.unreachable(&u("http://a:1"));
+        p.pick_into(&mut slot);
+        assert_eq!(slot, Some(u("http://b:2")));
+        p.update(Vec::new());
+        p.pick_into(&mut slot);
+        assert_eq!(slot, None);
     }
 }
