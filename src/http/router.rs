@@ -16,7 +16,8 @@ use super::write::Headers;
 /// A request as a handler sees it.
 #[derive(Debug)]
 pub struct Request {
-    /// The parsed head.
+    /// The parsed head (its start line's method and path are moved to the fields
+    /// below, and read empty here).
     pub head: Head,
     /// The method.
     pub method: String,

@@ -213,7 +213,7 @@ impl Server {
                 }
                 found => found,
             };
-            let head = match head {
+            let mut head = match head {
                 Ok(Some(head)) => head,
                 Ok(None) => return Ok(()),
                 Err(HttpError::HeadTooLarge(n)) => {
@@ -234,12 +234,18 @@ impl Server {
                     return Err(e.into());
                 }
             };
-            let StartLine::Request { method, path } = head.start.clone() else {
+            // Moved out rather than cloned: the request carries them beside its head.
+            let StartLine::Request { method, path } = &mut head.start else {
                 return Ok(());
             };
+            let (method, path) = (std::mem::take(method), std::mem::take(path));
             let mut close = head.wants_close();
             let has_body = !matches!(framing, BodyFraming::Empty | BodyFraming::Length(0));
-            let Some(route) = self.router.find(&path).cloned() else {
+            let Some((body_mode, handler)) = self
+                .router
+                .find(&path)
+                .map(|r| (r.body, Rc::clone(&r.handler)))
+            else {
                 // Go's NotFound; the unread body makes the connection unusable.
                 self.respond(
                     io,
@@ -254,7 +260,7 @@ impl Server {
                 continue;
             };
             let mut dec = BodyDecoder::new(framing, &self.config.limits);
-            let response = match route.body {
+            let response = match body_mode {
                 BodyMode::Buffered(max) => {
                     if matches!(framing, BodyFraming::Length(n) if n > max) {
                         self.refuse(io, pipelined, 413, "Request Entity Too Large")
@@ -291,10 +297,10 @@ impl Server {
                         remote,
                     };
                     if post && !close {
-                        pipelined.start(route.handler.call(req)).await;
+                        pipelined.start(handler.call(req)).await;
                         continue;
                     }
-                    route.handler.call(req).await
+                    handler.call(req).await
                 }
                 BodyMode::Streamed => {
                     // The body is read as the handler goes, however long it takes:
@@ -310,9 +316,9 @@ impl Server {
                         body: RequestBody::Stream(rx),
                         remote,
                     };
-                    let handler = route.handler.call(req);
+                    let answer = handler.call(req);
                     let pump = pump_body(io, &mut dec, tx);
-                    let (response, complete) = tokio::join!(handler, pump);
+                    let (response, complete) = tokio::join!(answer, pump);
                     close |= !complete;
                     response
                 }
