@@ -16,7 +16,8 @@ use rafthttp::io::{choose_backend, IoMode, IoThread, ThreadScheduling};
 use rafthttp::workload::AppSource;
 
 use harness::{
-    latency, member, snapshots, throughput, url, wait_streams, LatencySample, MemberSetup, Source,
+    latency, member, snapshots, throughput, url, wait_probed, wait_streams, LatencySample,
+    MemberSetup, Source,
 };
 use rafthttp::transport::TransportError;
 use report::{table, Report, Row, LEGEND};
@@ -104,6 +105,9 @@ pub enum BenchError {
     /// Streams did not come up.
     #[error("streams between the members did not attach within 10 s")]
     Streams,
+    /// The members' probers had no answer.
+    #[error("the members' probers had no answer from each other within 10 s")]
+    Probes,
     /// Writing the JSON failed.
     #[error("{0}: {1}")]
     Write(PathBuf, std::io::Error),
@@ -272,6 +276,11 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         || !wait_streams(&n2, 1, Duration::from_secs(10))
     {
         return Err(BenchError::Streams);
+    }
+    if !wait_probed(&n1, 2, Duration::from_secs(10))
+        || !wait_probed(&n2, 1, Duration::from_secs(10))
+    {
+        return Err(BenchError::Probes);
     }
     // One AppSource per link keeps MsgApps contiguous across rows, as the anchor's
     // shared index does: each row continues where the last left off.

@@ -124,7 +124,8 @@ MB/s: entry data bytes delivered per second, 1 MB = 1e6 B (snapshot row: snapsho
 wireB: TCP payload bytes per message over all rafthttp connections, both directions (framing + HTTP).
 allocs, allocB: allocations / bytes per message, sender and receiver together (counting allocator).
   The harness fills recycled messages (Transport::recycle_into); any allocation it makes itself
-  is counted on its thread and left out of allocs.
+  is counted on its thread and left out of allocs. Rows start once each member's prober has
+  made its first probe (4 s after the peers are added): its dial is set-up, as the streams' are.
 cpu-us: user+sys CPU time of the whole process per message (getrusage; both members).
 p50/p99: one-way send() -> Raft::process() latency in microseconds, one message in flight.
 rss-MiB: peak resident set during the row.
