@@ -24,6 +24,7 @@ pub mod stream_queue;
 pub mod stream_reader;
 pub mod stream_writer;
 pub mod url_picker;
+pub mod worker_placement;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -343,6 +344,9 @@ pub struct PeerStats {
     pub stream_attaches: u64,
     /// Probes of the peer answered (the count of its round-trip-time histogram).
     pub probes: u64,
+    /// Times the peer's receive workers moved to the CPU of the thread waking them,
+    /// while messages came one at a time (`worker_placement`).
+    pub worker_moves: u64,
 }
 
 /// Transport-wide figures.
@@ -711,6 +715,7 @@ impl Transport {
                 dial_failures: p.counters.dial_failures.load(Relaxed),
                 stream_attaches: p.counters.stream_attaches.load(Relaxed),
                 probes: p.counters.rtt.count(),
+                worker_moves: p.worker_moves(),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -168,6 +168,12 @@ pub struct PeerReceivers {
 }
 
 impl Peer {
+    /// Times the peer's receive workers moved to the CPU of the thread waking them
+    /// (see `worker_placement`).
+    pub fn worker_moves(&self) -> u64 {
+        self.recvc.worker_moves() + self.propc.worker_moves()
+    }
+
     /// A peer `id` at `urls`, as seen by `local`, with etcd 3 routing.
     pub fn new(
         local: u64,

@@ -17,10 +17,16 @@
 //! bumped from one CPU. Steady state allocates nothing.
 //!
 //! A full queue refuses what does not fit, as etcd drops on a full `recvc`.
+//!
+//! While messages come one at a time, the worker is kept on the CPU of the thread that
+//! wakes it (`worker_placement`).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
+use super::worker_placement::{self, Placement};
 use crate::codec::{Deferred, PayloadRanges};
 use crate::raftpb::Message;
 
@@ -220,6 +226,8 @@ struct State {
     spare_slots: usize,
     closed: bool,
     waiting: bool,
+    /// When the worker should check it runs beside its waker.
+    placement: Placement,
 }
 
 impl State {
@@ -242,6 +250,10 @@ impl State {
 pub struct RecvQueue {
     state: Mutex<State>,
     cv: Condvar,
+    /// The CPU of the thread that last woke the worker (−1: unknown).
+    waker_cpu: AtomicI64,
+    /// Times the worker moved to its waker's CPU.
+    moves: AtomicU64,
     capacity: usize,
 }
 
@@ -251,6 +263,8 @@ impl RecvQueue {
         RecvQueue {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
+            waker_cpu: AtomicI64::new(-1),
+            moves: AtomicU64::new(0),
             capacity,
         }
     }
@@ -338,6 +352,8 @@ impl RecvQueue {
         let wake = std::mem::take(&mut st.waiting);
         drop(st);
         if wake {
+            let cpu = worker_placement::current_cpu().map_or(-1, |c| c as i64);
+            self.waker_cpu.store(cpu, Relaxed);
             self.cv.notify_one();
         }
     }
@@ -363,20 +379,47 @@ impl RecvQueue {
     /// once the queue is closed and drained.
     pub fn pop_page(&self, out: &mut Page) -> bool {
         let mut st = self.lock();
+        let mut slept_at = None;
         loop {
             if let Some(page) = st.pages.pop_front() {
                 st.queued -= page.len();
+                let lone = page.len() == 1 && st.pages.is_empty();
                 let done = std::mem::replace(out, page);
                 st.keep_returned(done, self.capacity);
+                let check = st
+                    .placement
+                    .took(slept_at.map(|t: Instant| t.elapsed()), lone);
+                drop(st);
+                if check {
+                    self.follow_waker();
+                }
                 return true;
             }
             if st.closed {
                 return false;
             }
             st.waiting = true;
+            slept_at = Some(Instant::now());
             st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
             st.waiting = false;
         }
+    }
+
+    /// Moves the calling worker to the CPU of the thread that last woke it, if it runs
+    /// elsewhere (see [`worker_placement`]).
+    fn follow_waker(&self) {
+        let waker = usize::try_from(self.waker_cpu.load(Relaxed)).ok();
+        let here = worker_placement::current_cpu();
+        if let (Some(waker), Some(here)) = (waker, here) {
+            if waker != here && worker_placement::move_to(waker) {
+                self.moves.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Times the worker moved to its waker's CPU (see [`worker_placement`]).
+    pub fn worker_moves(&self) -> u64 {
+        self.moves.load(Relaxed)
     }
 
     /// A stream reader's end of the queue: an emptied page to decode into.
@@ -694,5 +737,81 @@ mod tests {
         let mut sorted = seen.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10_000).collect::<Vec<_>>());
+    }
+
+    /// CPUs the calling thread may run on.
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: `cpu_set_t` is plain data; the call writes only the set passed.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_worker_follows_its_waker_after_a_streak_of_lone_messages() {
+        let cpus = allowed_cpus();
+        if cpus.len() < 2 {
+            eprintln!("SKIPPED: one CPU allowed here, nowhere to move");
+            return;
+        }
+        let (waker_cpu, worker_cpu) = (cpus[0], cpus[1]);
+        let q = Arc::new(RecvQueue::new(64));
+        let worker = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                // Start away from the waker.
+                assert!(worker_placement::move_to(worker_cpu));
+                let mut out = Page::with_slots();
+                for _ in 0..worker_placement::STREAK {
+                    assert!(q.pop_page(&mut out));
+                }
+                // The last pop moved the worker, if the kernel had not put it there.
+                (worker_placement::current_cpu(), q.worker_moves())
+            })
+        };
+        std::thread::spawn(move || {
+            assert!(worker_placement::move_to(waker_cpu));
+            // SAFETY: as in `allowed_cpus`; this thread stays on `waker_cpu`.
+            unsafe {
+                let mut only: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(waker_cpu, &mut only);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only);
+            }
+            for i in 0..worker_placement::STREAK as u64 {
+                // Let the worker fall asleep, for longer than LONG_WAIT.
+                while !q.lock().waiting {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(worker_placement::LONG_WAIT * 5);
+                assert!(q.push(msg(i)).is_none());
+            }
+        })
+        .join()
+        .unwrap();
+        let (cpu, moves) = worker.join().unwrap();
+        assert_eq!(cpu, Some(waker_cpu), "moves: {moves}");
+        assert!(moves <= 1, "one streak, at most one move: {moves}");
+    }
+
+    #[test]
+    fn a_worker_that_keeps_up_with_a_flow_stays_put() {
+        let q = Arc::new(RecvQueue::new(4096));
+        // Many messages queued at once: no lone wake-ups, no check, no move.
+        for round in 0..4 * worker_placement::STREAK as u64 {
+            let mut r = page_of(&q, (0..8).map(|i| round * 8 + i));
+            q.push_page(&mut r, |_| panic!("dropped"));
+        }
+        let mut out = Page::with_slots();
+        for _ in 0..4 * worker_placement::STREAK {
+            assert!(q.pop_page(&mut out));
+            assert_eq!(out.len(), 8);
+        }
+        assert_eq!(q.lock().placement, Placement::default());
+        assert_eq!(q.worker_moves(), 0);
     }
 }

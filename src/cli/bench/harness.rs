@@ -313,14 +313,16 @@ struct Sample {
     send_failures: u64,
     recv_failures: u64,
     wire: u64,
+    worker_moves: u64,
 }
 
 fn sample(tx: &Member, rx: &Member) -> Sample {
-    let (mut sf, mut rf) = (0, 0);
+    let (mut sf, mut rf, mut moves) = (0, 0, 0);
     for m in [tx, rx] {
         for p in m.transport.stats().peers {
             sf += p.sent_failures;
             rf += p.received_failures;
+            moves += p.worker_moves;
         }
     }
     Sample {
@@ -331,6 +333,7 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
         send_failures: sf,
         recv_failures: rf,
         wire: tx.transport.wire_bytes() + rx.transport.wire_bytes(),
+        worker_moves: moves,
     }
 }
 
@@ -352,6 +355,7 @@ fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {
     row.send_failures = (b.send_failures - a.send_failures) as f64;
     row.recv_failures = (b.recv_failures - a.recv_failures) as f64;
     row.wire_bytes_per_msg = (b.wire - a.wire) as f64 / n;
+    row.worker_moves = b.worker_moves - a.worker_moves;
 }
 
 /// Sends `n` messages one per call, keeping `sent − processed` under `window` (resuming

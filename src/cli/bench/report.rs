@@ -1,5 +1,5 @@
 //! The bench's results, in the Go anchor's JSON schema (`{"meta":{…},"results":[…]}`,
-//! the same keys per row) plus `peak_rss_kib`, and its table.
+//! the same keys per row) plus `peak_rss_kib` and `worker_moves`, and its table.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +58,10 @@ pub struct Row {
     pub missing: f64,
     /// Peak resident set during the row (VmHWM after resetting it), KiB.
     pub peak_rss_kib: u64,
+    /// Times a receive worker moved to the CPU of the thread waking it during the row
+    /// (`PeerStats::worker_moves`; not in the anchor's schema).
+    #[serde(default)]
+    pub worker_moves: u64,
 }
 
 impl Row {
