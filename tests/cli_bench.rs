@@ -3,7 +3,7 @@
 //! stream rows allocate nothing per message in steady state on either driver: small and
 //! large single entries (16 KiB payloads go out by reference, in vectored writes),
 //! 100-entry batches (whose slices pin hundreds of read buffers in a deep queue), and
-//! heartbeats. Counts, not times: the allocation figure is exact for a run. Steady state
+//! heartbeats; and the latency rows, one message at a time. Counts, not times: the allocation figure is exact for a run. Steady state
 //! means after a long warm-up (`--warm`): after the anchor's 2,000 messages, the pools
 //! still grow for a while whenever a queue first runs deeper than before (0.002–0.02
 //! per message over 400,000 messages, depending on how the run is scheduled; 0.0000
@@ -13,7 +13,9 @@
 use std::process::Command;
 
 /// Runs `rafthttp bench` on `io` for the 1x64B, 1 KiB, 16 KiB, batched and heartbeat
-/// rows, each after 300,000 messages of warm-up, and returns the JSON report.
+/// rows, each after 300,000 messages of warm-up, and the two latency rows (the anchor's
+/// 10,000 round trips each, which a probe of the prober may land in), and returns the
+/// JSON report.
 fn bench(io: &str, dir: &std::path::Path) -> serde_json::Value {
     let json = dir.join(format!("bench-{io}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_rafthttp"))
@@ -31,6 +33,8 @@ fn bench(io: &str, dir: &std::path::Path) -> serde_json::Value {
             "batched",
             "--only",
             "heartbeat",
+            "--only",
+            "latency",
             "--n16k",
             "200000",
             "--nbatch",
@@ -44,7 +48,7 @@ fn bench(io: &str, dir: &std::path::Path) -> serde_json::Value {
             "--warm",
             "300000",
             "--nlat",
-            "0",
+            "10000",
             "--npipe",
             "0",
             "--nsnap",
@@ -78,7 +82,9 @@ fn check(io: &str) {
             "msgapp 1x1KiB",
             "msgapp 1x16KiB",
             "msgapp 100x64B (batched)",
-            "heartbeat (message stream)"
+            "heartbeat (message stream)",
+            "latency msgapp 1x64B",
+            "latency heartbeat"
         ]
     );
     for r in rows {
