@@ -739,22 +739,9 @@ mod tests {
         assert_eq!(sorted, (0..10_000).collect::<Vec<_>>());
     }
 
-    /// CPUs the calling thread may run on.
-    fn allowed_cpus() -> Vec<usize> {
-        // SAFETY: `cpu_set_t` is plain data; the call writes only the set passed.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect()
-        }
-    }
-
     #[test]
     fn a_worker_follows_its_waker_after_a_streak_of_lone_messages() {
-        let cpus = allowed_cpus();
+        let cpus = worker_placement::test_cpus::allowed();
         if cpus.len() < 2 {
             eprintln!("SKIPPED: one CPU allowed here, nowhere to move");
             return;
@@ -775,13 +762,7 @@ mod tests {
             })
         };
         std::thread::spawn(move || {
-            assert!(worker_placement::move_to(waker_cpu));
-            // SAFETY: as in `allowed_cpus`; this thread stays on `waker_cpu`.
-            unsafe {
-                let mut only: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(waker_cpu, &mut only);
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only);
-            }
+            worker_placement::test_cpus::pin(waker_cpu);
             for i in 0..worker_placement::STREAK as u64 {
                 // Let the worker fall asleep, for longer than LONG_WAIT.
                 while !q.lock().waiting {

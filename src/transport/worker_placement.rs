@@ -86,6 +86,35 @@ pub fn move_to(cpu: usize) -> bool {
     }
 }
 
+/// Test helpers for threads' CPU sets (here, beside the system calls they mirror).
+#[cfg(test)]
+pub(crate) mod test_cpus {
+    const SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
+
+    /// The CPUs the calling thread may run on.
+    pub fn allowed() -> Vec<usize> {
+        // SAFETY: `cpu_set_t` is plain data, valid zeroed; the call writes only the set
+        // passed, of the size passed.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(libc::sched_getaffinity(0, SIZE, &mut set), 0);
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    /// Keeps the calling thread on `cpu` alone.
+    pub fn pin(cpu: usize) {
+        // SAFETY: as in `allowed`; `CPU_SET` checks `cpu` against the set's size.
+        unsafe {
+            let mut only: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut only);
+            assert_eq!(libc::sched_setaffinity(0, SIZE, &only), 0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,17 +166,7 @@ mod tests {
     fn moving_keeps_the_allowed_cpus_and_refuses_others() {
         // On a thread of its own: the affinity set here must not leak into other tests.
         std::thread::spawn(|| {
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            let allowed = || {
-                // SAFETY: as in `move_to`.
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
-                    (0..libc::CPU_SETSIZE as usize)
-                        .filter(|&c| libc::CPU_ISSET(c, &set))
-                        .collect::<Vec<_>>()
-                }
-            };
+            let allowed = test_cpus::allowed;
             let before = allowed();
             let last = *before.last().expect("some CPU is allowed");
             assert!(move_to(last));

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use rafthttp::alloc_count::{thread_allocs, AllocTotals};
 use rafthttp::io::{IoMode, IoThread, ThreadScheduling};
 use rafthttp::raftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
-use rafthttp::transport::{Config, ProcessError, Raft, SnapshotStatus, Transport, TransportError};
+use rafthttp::transport::{
+    Config, PeerStats, ProcessError, Raft, SnapshotStatus, Transport, TransportError,
+};
 use rafthttp::usage::{cpu_time, peak_rss_kib, reset_peak_rss};
 use rafthttp::workload::{heartbeat, AppSource};
 
@@ -240,17 +242,16 @@ pub fn url(m: &Member) -> String {
     format!("http://{}", m.transport.local_addrs()[0])
 }
 
-/// Waits until `m`'s writers towards `peer` have both streams attached and the peer is
-/// active, then 300 ms more, as the anchor does.
-pub fn wait_streams(m: &Member, peer: u64, timeout: Duration) -> bool {
+/// Polls `m`'s figures for `peer` every 10 ms until `ready` holds; false after `timeout`.
+fn wait_peer(m: &Member, peer: u64, timeout: Duration, ready: impl Fn(&PeerStats) -> bool) -> bool {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
-        let s = m.transport.stats();
-        if s.peers
+        if m.transport
+            .stats()
+            .peers
             .iter()
-            .any(|p| p.id == peer && p.active && p.streams_attached == (true, true))
+            .any(|p| p.id == peer && ready(p))
         {
-            std::thread::sleep(Duration::from_millis(300));
             return true;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -258,20 +259,24 @@ pub fn wait_streams(m: &Member, peer: u64, timeout: Duration) -> bool {
     false
 }
 
+/// Waits until `m`'s writers towards `peer` have both streams attached and the peer is
+/// active, then 300 ms more, as the anchor does.
+pub fn wait_streams(m: &Member, peer: u64, timeout: Duration) -> bool {
+    let up = wait_peer(m, peer, timeout, |p| {
+        p.active && p.streams_attached == (true, true)
+    });
+    if up {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    up
+}
+
 /// Waits until `m`'s prober has had an answer from `peer`. The first probe comes one
 /// probe interval (4 s) after the peer is added and dials a connection that later probes
 /// reuse: set-up, like the streams' dials, kept out of the measured rows (it allocates
 /// about 30 times on each member, once).
 pub fn wait_probed(m: &Member, peer: u64, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        let s = m.transport.stats();
-        if s.peers.iter().any(|p| p.id == peer && p.probes > 0) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+    wait_peer(m, peer, timeout, |p| p.probes > 0)
 }
 
 /// What a message source is.
