@@ -366,7 +366,7 @@ fn go_and_rust_exchange_every_kind_of_message_both_ways() {
         let sent = traffic(1, 2, N);
         for (i, m) in sent.iter().enumerate() {
             if i % 1000 == 999 {
-                go.wait_received(i - 1500, Duration::from_secs(30));
+                go.wait_received(i.saturating_sub(1500), Duration::from_secs(30));
             }
             rust.send_message(m.clone());
         }
@@ -398,7 +398,7 @@ fn go_and_rust_exchange_every_kind_of_message_both_ways() {
         for (i, m) in back.iter().enumerate() {
             if i % 1000 == 999 {
                 go.flush();
-                rec.wait_for(i - 1500, Duration::from_secs(30));
+                rec.wait_for(i.saturating_sub(1500), Duration::from_secs(30));
             }
             go.send(m);
         }
