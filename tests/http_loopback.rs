@@ -164,7 +164,9 @@ fn client<B: Backend>(timeouts: Timeouts) -> Client<B> {
 
 /// Sends raw bytes on a fresh connection and reads until the server closes (or 3 s).
 async fn raw_exchange<B: Backend>(url: &PeerUrl, send: &[u8]) -> (String, Duration) {
-    let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+    let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
+        .await
+        .unwrap();
     let start = Instant::now();
     let (r, _) = conn.write_all(Bytes::copy_from_slice(send)).await;
     r.unwrap();
@@ -303,7 +305,9 @@ Transfer-Encoding: chunked
             req.extend_from_slice(b"\r\n");
         }
         req.extend_from_slice(b"0\r\n\r\n");
-        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+        let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
+            .await
+            .unwrap();
         let (r, _) = conn.write_all(Bytes::from(req)).await;
         r.unwrap();
         let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
@@ -370,7 +374,9 @@ impl IoTask for Adversarial {
             &b"POST /raft HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"[..],
             &b"POST /raft HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"[..],
         ] {
-            let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+            let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
+                .await
+                .unwrap();
             let (r, _) = conn.write_all(Bytes::copy_from_slice(req)).await;
             r.unwrap();
             conn.shutdown().unwrap();
@@ -383,7 +389,9 @@ impl IoTask for Adversarial {
         );
 
         // Slowloris: one byte every 100 ms never completes a head within the deadline.
-        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+        let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
+            .await
+            .unwrap();
         let start = Instant::now();
         let mut closed_after = None;
         for b in b"GET /raft HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
@@ -435,7 +443,7 @@ impl IoTask for ClientSideErrors {
     type Output = ();
     async fn run<B: Backend>(self) {
         // A raw server: answers each connection with a canned response, then closes.
-        let listener = B::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
         let url: PeerUrl = format!("http://{}", listener.local_addr().unwrap())
             .parse()
             .unwrap();
@@ -495,7 +503,9 @@ impl IoTask for Deadlines {
             ..ServerConfig::default()
         };
         let (server, url, _) = start_server::<B>(cfg, closed.clone(), true);
-        let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+        let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
+            .await
+            .unwrap();
         let (r, _) = conn
             .write_all(Bytes::from_static(
                 b"GET /raft/stream/message/2 HTTP/1.1\r\n\r\n",
@@ -698,7 +708,9 @@ fn pipelined_wire(url: &PeerUrl, sizes: &[usize], close_at: Option<usize>) -> By
 /// the first answer within 2 s, without the rest, then sends `rest` and expects the
 /// second answer: 204 both times.
 async fn answered_before_the_rest<B: Backend>(url: &PeerUrl, first: Bytes, rest: Bytes) {
-    let conn = B::connect(url.resolve().await.unwrap()).await.unwrap();
+    let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
+        .await
+        .unwrap();
     let (r, _) = conn.write_all(first).await;
     r.unwrap();
     let read = tokio::time::timeout(

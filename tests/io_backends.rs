@@ -9,7 +9,7 @@ impl IoTask for Echo {
     type Output = (IoBackend, usize);
 
     async fn run<B: Backend>(self) -> (IoBackend, usize) {
-        let listener = B::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::task::spawn_local(async move {
             let (conn, _) = listener.accept().await.unwrap();
@@ -26,7 +26,7 @@ impl IoTask for Echo {
             }
             conn.shutdown().unwrap();
         });
-        let client = B::connect(addr).await.unwrap();
+        let client = B::connect(addr, &Default::default()).await.unwrap();
         assert_eq!(client.peer_addr().unwrap(), addr);
         let data: Bytes = (0..1 << 20)
             .map(|i| (i % 251) as u8)
@@ -110,7 +110,7 @@ impl IoTask for ManyPiecesToASlowReader {
             std::io::Read::read_to_end(&mut s, &mut got).unwrap();
             got
         });
-        let client = B::connect(addr).await.unwrap();
+        let client = B::connect(addr, &Default::default()).await.unwrap();
         let data: Bytes = (0..SLOW_TOTAL)
             .map(|i| (i % 253) as u8)
             .collect::<Vec<u8>>()
@@ -164,9 +164,9 @@ impl IoTask for TryRead {
     type Output = Vec<u8>;
 
     async fn run<B: Backend>(self) -> Vec<u8> {
-        let listener = B::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let client = B::connect(addr).await.unwrap();
+        let client = B::connect(addr, &Default::default()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         // Full, so that the read must make room rather than read nothing (EOF's answer).
         let mut buf = BytesMut::with_capacity(2);

@@ -64,14 +64,14 @@ struct Ping;
 impl IoTask for Ping {
     type Output = usize;
     async fn run<B: Backend>(self) -> usize {
-        let l = B::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
         let addr = l.local_addr().unwrap();
         tokio::task::spawn_local(async move {
             let (c, _) = l.accept().await.unwrap();
             let (r, _) = c.write_all(Bytes::from_static(b"pong")).await;
             r.unwrap();
         });
-        let c = B::connect(addr).await.unwrap();
+        let c = B::connect(addr, &Default::default()).await.unwrap();
         let (r, _) = c.read(BytesMut::with_capacity(16)).await;
         r.unwrap()
     }

@@ -215,3 +215,90 @@ fn sent_messages_come_back_empty_for_reuse() {
         sent.clear();
     }
 }
+
+/// A congestion control other than the system's default that every kernel has.
+fn other_congestion() -> rafthttp::io::CongestionName {
+    let name = match rafthttp::io::socket_options::system_congestion().as_deref() {
+        Some("reno") => "cubic",
+        _ => "reno",
+    };
+    name.parse().unwrap()
+}
+
+/// The congestion control of each established TCP connection with an end on `port`, as
+/// `ss -tinH` reports them (its second line per connection starts with the name); `None`
+/// if `ss` cannot be run here.
+fn congestion_on_port(port: u16) -> Option<Vec<String>> {
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut found = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with(char::is_whitespace) {
+            continue;
+        }
+        let ours = line
+            .split_whitespace()
+            .any(|field| field.ends_with(&format!(":{port}")));
+        let info = lines.peek().filter(|l| l.starts_with(char::is_whitespace));
+        if let (true, Some(info)) = (ours, info) {
+            found.push(info.split_whitespace().next().unwrap_or("").to_string());
+        }
+    }
+    Some(found)
+}
+
+#[test]
+fn the_configured_congestion_control_is_on_every_connection() {
+    let name = other_congestion();
+    for io in io_modes() {
+        let set = |c: &mut rafthttp::transport::Config| c.socket.congestion = Some(name);
+        let (a, _ra) = tc::start(1, io, set);
+        let (b, rb) = tc::start(2, io, set);
+        a.add_peer(2, &[tc::url(&b)]).unwrap();
+        b.add_peer(1, &[tc::url(&a)]).unwrap();
+        tc::wait_until(Duration::from_secs(10), || {
+            tc::streams_up(&a) && tc::streams_up(&b)
+        });
+        let mut src = AppSource::new(1, 2, 1, 64);
+        paced_send(&a, &rb, (0..2000).map(|_| src.next_message()).collect());
+        // Both members' listening ports: the streams each dialled, and those it accepted.
+        let ports = [a.local_addrs()[0].port(), b.local_addrs()[0].port()];
+        match ports.map(congestion_on_port) {
+            [Some(on_a), Some(on_b)] => {
+                assert!(
+                    on_a.len() >= 2 && on_b.len() >= 2,
+                    "{io:?}: connections seen: {on_a:?} {on_b:?}"
+                );
+                for cc in on_a.iter().chain(&on_b) {
+                    assert_eq!(cc, name.as_str(), "{io:?}: {on_a:?} {on_b:?}");
+                }
+            }
+            _ => eprintln!("SKIPPED the socket check: `ss` cannot be run here"),
+        }
+        a.stop();
+        b.stop();
+    }
+}
+
+#[test]
+fn a_congestion_control_the_kernel_lacks_stops_the_start() {
+    let e = match tc::try_start(1, rafthttp::io::IoMode::Epoll, |c| {
+        c.socket.congestion = Some("no-such-cc".parse().unwrap())
+    }) {
+        Err(e) => e,
+        Ok(_) => panic!("started with an unknown congestion control"),
+    };
+    assert!(
+        matches!(e, rafthttp::transport::TransportError::SocketOptions(_)),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("\"no-such-cc\": not available"), "{text}");
+}

@@ -13,7 +13,7 @@ use super::body::{BodyDecoder, BodyEvent};
 use super::head::{BodyFraming, Head, StartLine, DEFAULT_MAX_HEAD};
 use super::io::{HeadKind, HttpError, HttpIo};
 use super::write::{write_request_head, Framing, HeaderValue};
-use crate::io::{Backend, BufferPool, Timeouts};
+use crate::io::{Backend, BufferPool, SocketOptions, Timeouts};
 use crate::limits::Limits;
 
 /// A peer URL: `http://host:port`.
@@ -124,6 +124,8 @@ pub struct ClientConfig {
     pub max_body: u64,
     /// Idle connections kept per host (etcd's pipeline: up to 1024).
     pub max_idle_per_host: usize,
+    /// Options for the sockets it dials.
+    pub socket: SocketOptions,
 }
 
 impl Default for ClientConfig {
@@ -134,6 +136,7 @@ impl Default for ClientConfig {
             max_head: DEFAULT_MAX_HEAD,
             max_body: 1024 * 1024,
             max_idle_per_host: 1024,
+            socket: SocketOptions::default(),
         }
     }
 }
@@ -193,7 +196,7 @@ impl<B: Backend> Client<B> {
         let t = self.config.timeouts;
         let connect = async {
             let addr = url.resolve().await?;
-            B::connect(addr).await
+            B::connect(addr, &self.config.socket).await
         };
         match tokio::time::timeout(t.dial, connect).await {
             Err(_) => Err(ClientError::DialTimeout(url.url.clone())),

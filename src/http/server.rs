@@ -22,7 +22,7 @@ use super::io::{HeadKind, HttpError, HttpIo};
 use super::pipelined::Pipelined;
 use super::router::{BodyMode, Request, RequestBody, Response, ResponseBody, Router, StreamBody};
 use super::write::{write_response_head, Framing};
-use crate::io::{Backend, BufferPool, Conn, Listener, Timeouts};
+use crate::io::{Backend, BufferPool, Conn, Listener, SocketOptions, Timeouts};
 use crate::limits::Limits;
 
 /// Server settings.
@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub max_head: usize,
     /// Size of each connection's read buffer.
     pub read_buffer: usize,
+    /// Options for its listening sockets (which what they accept inherits).
+    pub socket: SocketOptions,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_head: super::head::DEFAULT_MAX_HEAD,
             read_buffer: 64 * 1024,
+            socket: SocketOptions::default(),
         }
     }
 }
@@ -504,7 +507,7 @@ pub fn listen_all<B: Backend>(
 ) -> std::io::Result<Vec<SocketAddr>> {
     let mut bound = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let listener = B::bind(*addr)?;
+        let listener = B::bind(*addr, &server.config.socket)?;
         bound.push(listener.local_addr()?);
         tokio::task::spawn_local(server.clone().serve::<B>(listener));
     }

@@ -10,9 +10,12 @@ use std::io;
 use std::net::SocketAddr;
 
 use std::io::IoSlice;
+use std::os::fd::BorrowedFd;
 
 use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
+
+use super::SocketOptions;
 
 /// A connected TCP stream.
 pub trait Conn: 'static {
@@ -41,6 +44,10 @@ pub trait Conn: 'static {
 
     /// The peer's address.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
+
+    /// The socket's descriptor, for socket options and non-blocking calls beside the
+    /// driver's own (`TCP_CONGESTION`, `TCP_INFO`, a `recv` with `MSG_DONTWAIT`).
+    fn fd(&self) -> BorrowedFd<'_>;
 }
 
 /// A bound TCP listener.
@@ -71,15 +78,23 @@ pub trait Backend: 'static {
     /// Which driver this is.
     const KIND: super::IoBackend;
 
-    /// Binds a listener (with `SO_REUSEADDR`, as Go does).
-    fn bind(addr: SocketAddr) -> io::Result<Self::Listener>;
+    /// Binds a listener (with `SO_REUSEADDR`, as Go does) with `opts` set, which the
+    /// connections it accepts inherit.
+    fn bind(addr: SocketAddr, opts: &SocketOptions) -> io::Result<Self::Listener>;
 
-    /// Connects to `addr`, with `TCP_NODELAY` set.
-    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Conn>>;
+    /// Connects to `addr`, with `TCP_NODELAY` and `opts` set.
+    fn connect(
+        addr: SocketAddr,
+        opts: &SocketOptions,
+    ) -> impl Future<Output = io::Result<Self::Conn>>;
 }
 
-/// Builds a listening socket the way both drivers want it.
-pub(crate) fn std_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// Builds a listening socket the way both drivers want it, with `opts` set before it
+/// listens, so that what it accepts inherits them.
+pub(crate) fn std_listener(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -87,6 +102,7 @@ pub(crate) fn std_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener
     )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    opts.apply(&socket)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())

@@ -4,12 +4,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::conn::{consume_written, std_listener, write_slices, Backend, Conn, Listener};
-use super::IoBackend;
+use super::{IoBackend, SocketOptions};
 
 /// The epoll (plain tokio) driver.
 #[derive(Debug)]
@@ -80,6 +81,10 @@ impl Conn for EpollConn {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.peer_addr()
     }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
 }
 
 impl Listener for EpollListener {
@@ -105,13 +110,16 @@ impl Backend for Epoll {
     type Listener = EpollListener;
     const KIND: IoBackend = IoBackend::Epoll;
 
-    fn bind(addr: SocketAddr) -> io::Result<EpollListener> {
-        Ok(EpollListener(TcpListener::from_std(std_listener(addr)?)?))
+    fn bind(addr: SocketAddr, opts: &SocketOptions) -> io::Result<EpollListener> {
+        Ok(EpollListener(TcpListener::from_std(std_listener(
+            addr, opts,
+        )?)?))
     }
 
-    async fn connect(addr: SocketAddr) -> io::Result<EpollConn> {
+    async fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<EpollConn> {
         let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
+        opts.apply(&s)?;
         Ok(EpollConn(s))
     }
 }

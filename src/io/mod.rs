@@ -12,6 +12,7 @@ pub mod deadline;
 mod epoll;
 pub mod pool;
 pub mod sched;
+pub mod socket_options;
 pub mod thread;
 mod uring;
 
@@ -20,6 +21,7 @@ pub use deadline::{Deadline, Timeouts};
 pub use epoll::{Epoll, EpollConn, EpollListener};
 pub use pool::{BufferPool, PoolStats};
 pub use sched::ThreadScheduling;
+pub use socket_options::{BadCongestionName, CongestionName, SocketOptions};
 pub use thread::IoThread;
 pub use uring::{Uring, UringConn, UringListener};
 

@@ -11,7 +11,7 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::conn::{consume_written, std_listener, write_slices, Backend, Conn, Listener};
-use super::IoBackend;
+use super::{IoBackend, SocketOptions};
 
 /// The io_uring (tokio-uring) driver.
 #[derive(Debug)]
@@ -43,10 +43,7 @@ impl Conn for UringConn {
         if buf.len() == buf.capacity() {
             buf.reserve(8 * 1024);
         }
-        // SAFETY: as in `try_send_vectored`: the descriptor is `self.stream`'s, which
-        // stays open while `self` is borrowed.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
-        let n = socket2::SockRef::from(&fd)
+        let n = socket2::SockRef::from(&self.fd())
             .recv_with_flags(buf.spare_capacity_mut(), libc::MSG_DONTWAIT)?;
         // SAFETY: `recv` initialised the first `n` bytes of the spare capacity it was
         // given (and `n` is at most its length).
@@ -92,17 +89,20 @@ impl Conn for UringConn {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.peer)
     }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor is `self.stream`'s, and the borrow lives no longer than
+        // `&self`: the stream closes it on drop, which cannot happen while `self` is
+        // borrowed, so it stays open (and the same socket) for the borrow's length.
+        unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) }
+    }
 }
 
 impl UringConn {
     /// One non-blocking vectored send of the first pieces of `bufs` (as many as
     /// `write_slices` passes to one write).
     fn try_send_vectored(&self, bufs: &[Bytes]) -> io::Result<usize> {
-        // SAFETY: the descriptor is `self.stream`'s, borrowed here for the length of this
-        // call only; the stream closes it on drop, which cannot happen while `self` is
-        // borrowed, so the descriptor stays open (and the same socket) throughout.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
-        socket2::SockRef::from(&fd)
+        socket2::SockRef::from(&self.fd())
             .send_vectored_with_flags(&write_slices(bufs), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 }
@@ -133,13 +133,17 @@ impl Backend for Uring {
     type Listener = UringListener;
     const KIND: IoBackend = IoBackend::Uring;
 
-    fn bind(addr: SocketAddr) -> io::Result<UringListener> {
-        Ok(UringListener(TcpListener::from_std(std_listener(addr)?)))
+    fn bind(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UringListener> {
+        Ok(UringListener(TcpListener::from_std(std_listener(
+            addr, opts,
+        )?)))
     }
 
-    async fn connect(addr: SocketAddr) -> io::Result<UringConn> {
+    async fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UringConn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(UringConn { stream, peer: addr })
+        let conn = UringConn { stream, peer: addr };
+        opts.apply(&conn.fd())?;
+        Ok(conn)
     }
 }

@@ -44,7 +44,7 @@ use crate::http::server::{listen_all, Server, ServerConfig};
 use crate::http::write::HeaderValue;
 use crate::io::{
     choose_backend, Backend, BufferPool, IoBackend, IoError, IoMode, IoTask, IoThread,
-    ThreadScheduling, Timeouts,
+    SocketOptions, ThreadScheduling, Timeouts,
 };
 use crate::limits::Limits;
 use crate::raftpb::Message;
@@ -91,6 +91,12 @@ pub struct Config {
     /// `scheduling` are then the thread's. The thread ends when its last holder lets it
     /// go; [`Transport::stop`] waits for the transport's own tasks on it to end.
     pub io_thread: Option<Arc<IoThread>>,
+    /// Options for every TCP socket the transport dials or accepts on (`None` in each:
+    /// the system's defaults, as etcd). Its congestion control is checked at
+    /// [`Transport::start`]. On loopback, or a short fast link without an `fq` qdisc,
+    /// BBR's pacing timers cap a stream's throughput; CUBIC does not pace (see
+    /// [`crate::io::socket_options`]).
+    pub socket: SocketOptions,
 }
 
 /// Answers a request on a path the application adds to the peer port. Called on the
@@ -147,6 +153,7 @@ impl Config {
             routes: ExtraRoutes::default(),
             scheduling: ThreadScheduling::default(),
             io_thread: None,
+            socket: SocketOptions::default(),
         }
     }
 }
@@ -178,6 +185,9 @@ pub enum TransportError {
     /// A thread of the transport's could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// A socket option cannot be set here (a congestion control the kernel lacks).
+    #[error("socket options: {0}")]
+    SocketOptions(std::io::Error),
 }
 
 /// State shared by the application's threads and the I/O thread.
@@ -234,6 +244,7 @@ impl Shared {
         crate::http::client::ClientConfig {
             timeouts: self.config.timeouts,
             limits: self.config.limits,
+            socket: self.config.socket,
             ..Default::default()
         }
     }
@@ -381,6 +392,7 @@ impl IoTask for StartServer {
         let server_cfg = ServerConfig {
             timeouts: cfg.timeouts,
             limits: cfg.limits,
+            socket: cfg.socket,
             ..ServerConfig::default()
         };
         let server = Server::new(router, server_cfg, Rc::new(BufferPool::new(64 * 1024, 64)));
@@ -428,6 +440,10 @@ fn parse_urls(urls: &[impl AsRef<str>]) -> Result<Vec<PeerUrl>, TransportError> 
 impl Transport {
     /// Starts a transport: chooses the I/O driver, starts its thread and listens.
     pub fn start(config: Config, raft: Arc<dyn Raft>) -> Result<Transport, TransportError> {
+        config
+            .socket
+            .check()
+            .map_err(TransportError::SocketOptions)?;
         let io = match &config.io_thread {
             Some(io) => io.clone(),
             None => Arc::new(IoThread::spawn(
@@ -473,7 +489,11 @@ impl Transport {
                 _ => TransportError::Stopped,
             })??;
         *shared.io.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
-        tracing::info!(local_member_id = %format_args!("{:x}", shared.local.id), io = backend.name(), addrs = ?local_addrs, "rafthttp transport started");
+        let congestion = shared.config.socket.congestion.map_or_else(
+            || crate::io::socket_options::system_congestion().unwrap_or_default(),
+            |c| c.to_string(),
+        );
+        tracing::info!(local_member_id = %format_args!("{:x}", shared.local.id), io = backend.name(), addrs = ?local_addrs, tcp_congestion = %congestion, "rafthttp transport started");
         Ok(Transport {
             shared,
             backend,
