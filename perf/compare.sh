@@ -7,10 +7,18 @@
 #   perf/compare.sh                 # 3 runs of each side, medians (~4 min)
 #   RUNS=1 QUICK=1 perf/compare.sh  # smoke test (~30 s)
 #   KEEP_DIR=out perf/compare.sh    # keep every JSON report in ./out
+#   TCP_CC=cubic perf/compare.sh    # everything under another TCP congestion control
 #
 # Environment: RUNS (3), QUICK (0), IPERF_PORT (5201), ANCHOR (path of the anchor),
 # BENCH_ARGS (more flags for rafthttp bench, e.g. "--inline", or "--io-threads own"
-# to give each member its own I/O thread instead of the shared one).
+# to give each member its own I/O thread instead of the shared one), TCP_CC (a TCP
+# congestion control to set system-wide for the whole comparison, Go, rafthttp and iperf3
+# alike, and to restore after; root only).
+#
+# The machine's congestion control matters on loopback: with BBR and no `fq` qdisc, TCP
+# paces in the kernel with a timer per burst, and that caps one stream at a third of
+# what it carries with CUBIC (docs/performance.md, ninth session). The machine line says
+# which one the figures were measured under.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +28,20 @@ RUNS="${RUNS:-3}"
 QUICK="${QUICK:-0}"
 IPERF_PORT="${IPERF_PORT:-5201}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/rafthttp-compare.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+cc_was="$(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo unknown)"
+cleanup() {
+	rm -rf "$work"
+	if [ -n "${TCP_CC:-}" ] && [ "$cc_was" != unknown ]; then
+		sysctl -qw net.ipv4.tcp_congestion_control="$cc_was" || true
+	fi
+}
+trap cleanup EXIT
+if [ -n "${TCP_CC:-}" ]; then
+	if ! sysctl -qw net.ipv4.tcp_congestion_control="$TCP_CC"; then
+		echo "compare.sh: cannot set the TCP congestion control to $TCP_CC (root? available: $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null))" >&2
+		exit 2
+	fi
+fi
 
 if ! command -v iperf3 >/dev/null 2>&1; then
 	sudo=""
@@ -34,7 +55,7 @@ bench="$root/target/release/rafthttp"
 quick=()
 [ "$QUICK" = 1 ] && quick=(--quick)
 
-echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)" >&2
+echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r), TCP congestion control $(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo unknown), loopback qdisc $(tc qdisc show dev lo 2>/dev/null | awk '{print $2; exit}')" >&2
 # Interleave the sides run by run, so that drift on a shared machine hits both.
 for i in $(seq 1 "$RUNS"); do
 	echo "== round $i/$RUNS: Go anchor" >&2
@@ -58,4 +79,5 @@ if [ -n "${KEEP_DIR:-}" ]; then
 	cp "$work"/*.json "$KEEP_DIR"/
 fi
 
-python3 "$here/ratios.py" --iperf-gbps "${gbps:-0}" "$work"
+python3 "$here/ratios.py" --iperf-gbps "${gbps:-0}" \
+	--tcp-cc "$(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo unknown)" "$work"

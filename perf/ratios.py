@@ -45,12 +45,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
     ap.add_argument("--iperf-gbps", type=float, default=0.0)
+    ap.add_argument("--tcp-cc", default="unknown", help="the TCP congestion control measured under")
     a = ap.parse_args()
     go, n = load(a.dir, "go")
     sides = {io: load(a.dir, io)[0] for io in ("uring", "epoll")}
     ceiling = a.iperf_gbps * 1000 / 8  # MB/s
     print(f"\nMedians of {n} interleaved runs per side; loopback iperf3 ceiling {ceiling:.0f} MB/s "
-          f"({a.iperf_gbps} Gbit/s, one stream)\n")
+          f"({a.iperf_gbps} Gbit/s, one stream); TCP congestion control {a.tcp_cc}\n")
     hdr = f"{'row':<27} {'metric':<19} {'Go':>10} {'uring':>10} {'x Go':>6} {'epoll':>10} {'x Go':>6}  target        uring"
     print(hdr)
     print("-" * len(hdr))

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rafthttp::alloc_count::{thread_allocs, AllocTotals};
-use rafthttp::io::{IoMode, IoThread, ThreadScheduling};
+use rafthttp::io::{IoMode, IoThread, SocketOptions, ThreadScheduling};
 use rafthttp::raftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rafthttp::transport::{
     Config, PeerStats, ProcessError, Raft, SnapshotStatus, Transport, TransportError,
@@ -217,6 +217,7 @@ pub fn member(id: u64, setup: &MemberSetup) -> Result<Member, TransportError> {
     cfg.io = setup.io;
     cfg.scheduling = setup.sched;
     cfg.io_thread = setup.io_thread.clone();
+    cfg.socket = setup.socket;
     let transport = Transport::start(cfg, counter.clone())?;
     Ok(Member { transport, counter })
 }
@@ -235,6 +236,8 @@ pub struct MemberSetup {
     pub epoch: Instant,
     /// Where received snapshots are saved.
     pub snap_dir: PathBuf,
+    /// Options for the members' sockets.
+    pub socket: SocketOptions,
 }
 
 /// The URL of `m`'s peer port.

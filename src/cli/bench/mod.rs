@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rafthttp::io::{choose_backend, IoMode, IoThread, ThreadScheduling};
+use rafthttp::io::{
+    choose_backend, CongestionName, IoMode, IoThread, SocketOptions, ThreadScheduling,
+};
 use rafthttp::workload::AppSource;
 
 use harness::{
@@ -91,6 +93,11 @@ pub struct BenchArgs {
     /// steady state (a deep queue grows its pools for a while).
     #[arg(long)]
     pub warm: Option<u64>,
+    /// TCP congestion control for the members' connections. Unset: the system's, as
+    /// the anchor and iperf3 use (compare like with like; `perf/compare.sh` reports it
+    /// and can change it for all three with TCP_CC).
+    #[arg(long, value_name = "NAME")]
+    pub tcp_congestion: Option<CongestionName>,
 }
 
 /// Why the bench failed.
@@ -258,16 +265,24 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         sched: args.sched,
         epoch,
         snap_dir: dir.clone(),
+        socket: SocketOptions {
+            congestion: args.tcp_congestion,
+        },
     };
     let n1 = member(1, &setup)?;
     let n2 = member(2, &setup)?;
     let io = n1.transport.backend().name();
+    let congestion = args.tcp_congestion.map_or_else(
+        || rafthttp::io::socket_options::system_congestion().unwrap_or_else(|| "unknown".into()),
+        |c| c.to_string(),
+    );
     eprintln!(
-        "rafthttp bench: {} I/O, {} I/O threads, window {}, {} thread scheduling{}",
+        "rafthttp bench: {} I/O, {} I/O threads, window {}, {} thread scheduling, TCP congestion control {}{}",
         io,
         args.io_threads.name(),
         args.window,
         args.sched.name(),
+        congestion,
         if args.inline { ", inline" } else { "" }
     );
     n1.transport.add_peer(2, &[url(&n2)])?;
@@ -438,6 +453,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ("inline", args.inline.to_string()),
         ("sched", args.sched.name().to_string()),
         ("io_threads", args.io_threads.name().to_string()),
+        ("tcp_congestion", congestion.clone()),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
         ("cpu", cpu_model()),
         (

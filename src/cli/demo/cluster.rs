@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use raft::eraftpb;
 use rafthttp::etcd::EntryData;
-use rafthttp::io::IoMode;
+use rafthttp::io::{IoMode, SocketOptions};
 use rafthttp::raft_rs::{Inbox, Input, NodeOptions, NodeStatus, RaftNode, Role};
 use rafthttp::transport::{Config, Transport, TransportError};
 
@@ -104,7 +104,12 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 }
 
 /// Starts `n` nodes on loopback, all voters, peers of each other.
-pub fn start(n: u64, io: IoMode, progress: Arc<Progress>) -> Result<Vec<Node>, TransportError> {
+pub fn start(
+    n: u64,
+    io: IoMode,
+    socket: SocketOptions,
+    progress: Arc<Progress>,
+) -> Result<Vec<Node>, TransportError> {
     let ids: Vec<u64> = (1..=n).collect();
     let mut parts = Vec::new();
     for &id in &ids {
@@ -112,6 +117,7 @@ pub fn start(n: u64, io: IoMode, progress: Arc<Progress>) -> Result<Vec<Node>, T
         let mut cfg = Config::new(id, CLUSTER_ID);
         cfg.listen = vec!["127.0.0.1:0".parse().expect("address")];
         cfg.io = io;
+        cfg.socket = socket;
         let transport = Arc::new(Transport::start(cfg, inbox.clone())?);
         parts.push((id, inbox, rx, transport));
     }
