@@ -5,9 +5,9 @@
 //! (the case on loopback, whose qdisc is `noqueue`), the kernel paces each BBR socket
 //! itself, with a high-resolution timer for every burst it holds back. On loopback that
 //! pacing protects nothing and was the ceiling of a single stream: iperf3 carried
-//! 2.4 GB/s under BBR and 7.0 GB/s under CUBIC on the same machine, and the 16 KiB
-//! stream row took 28,000 pacing-timer interrupts on its I/O thread's CPU per run
-//! (docs/performance.md, ninth session). Members on one host, or on a short fast link
+//! 2.4 GB/s under BBR and 7.0 GB/s under CUBIC on the same machine, and one run of the
+//! bench's 16 KiB stream row set off about 28,000 pacing timers (docs/performance.md,
+//! ninth session). Members on one host, or on a short fast link
 //! without `fq`, can ask for CUBIC here instead of changing the whole host's default.
 //! The default leaves the system's choice alone, as etcd does.
 
@@ -151,12 +151,12 @@ fn congestion_error(name: &str, e: io::Error) -> io::Error {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     /// A congestion control other than the system's default, which every Linux kernel
     /// has: `reno` is built in and always allowed; `cubic` when the default is `reno`.
-    pub(crate) fn other_than_default() -> CongestionName {
+    fn other_than_default() -> CongestionName {
         let name = match system_congestion().as_deref() {
             Some("reno") => "cubic",
             _ => "reno",
