@@ -34,6 +34,15 @@ impl SocketOptions {
         Ok(())
     }
 
+    /// The congestion control these options give a connection: the one set, or the
+    /// system's default (`unknown` if it cannot be read). For logs and reports.
+    pub fn congestion_in_effect(&self) -> String {
+        match self.congestion {
+            Some(name) => name.to_string(),
+            None => system_congestion().unwrap_or_else(|| "unknown".into()),
+        }
+    }
+
     /// Tries the options on a socket of its own, so that a name the kernel does not
     /// have (or does not let this process use) is refused at start-up, with the names it
     /// has, rather than at the first connection.
@@ -185,6 +194,10 @@ mod tests {
         .apply(&socket)
         .expect("setsockopt");
         assert_eq!(congestion_of(&socket).expect("getsockopt"), name.as_str());
+        let opts = SocketOptions {
+            congestion: Some(name),
+        };
+        assert_eq!(opts.congestion_in_effect(), name.as_str());
     }
 
     #[test]
@@ -200,6 +213,9 @@ mod tests {
             assert_eq!(congestion_of(&socket).expect("getsockopt"), default);
         }
         SocketOptions::default().check().expect("nothing to check");
+        if let Some(default) = system_congestion() {
+            assert_eq!(SocketOptions::default().congestion_in_effect(), default);
+        }
     }
 
     #[test]

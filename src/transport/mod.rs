@@ -489,10 +489,7 @@ impl Transport {
                 _ => TransportError::Stopped,
             })??;
         *shared.io.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
-        let congestion = shared.config.socket.congestion.map_or_else(
-            || crate::io::socket_options::system_congestion().unwrap_or_default(),
-            |c| c.to_string(),
-        );
+        let congestion = shared.config.socket.congestion_in_effect();
         tracing::info!(local_member_id = %format_args!("{:x}", shared.local.id), io = backend.name(), addrs = ?local_addrs, tcp_congestion = %congestion, "rafthttp transport started");
         Ok(Transport {
             shared,

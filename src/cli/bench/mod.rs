@@ -272,10 +272,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let n1 = member(1, &setup)?;
     let n2 = member(2, &setup)?;
     let io = n1.transport.backend().name();
-    let congestion = args.tcp_congestion.map_or_else(
-        || rafthttp::io::socket_options::system_congestion().unwrap_or_else(|| "unknown".into()),
-        |c| c.to_string(),
-    );
+    let congestion = setup.socket.congestion_in_effect();
     eprintln!(
         "rafthttp bench: {} I/O, {} I/O threads, window {}, {} thread scheduling, TCP congestion control {}{}",
         io,
