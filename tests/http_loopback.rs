@@ -11,7 +11,7 @@ use rafthttp::http::client::{Client, ClientConfig, ClientError, PeerUrl};
 use rafthttp::http::router::{
     BodyMode, PathPattern, Request, RequestBody, Response, ResponseBody, Router, StreamBody,
 };
-use rafthttp::http::server::{listen_all, Server, ServerConfig};
+use rafthttp::http::server::{listen_all, Server, ServerConfig, DEFAULT_STREAMED_BODY_READ};
 use rafthttp::http::write::HeaderValue;
 use rafthttp::io::{block_on, Backend, BufferPool, Conn, IoBackend, IoTask, Listener, Timeouts};
 
@@ -132,16 +132,24 @@ fn start_server<B: Backend>(
                     let RequestBody::Stream(mut rx) = req.body else {
                         unreachable!()
                     };
-                    let mut total = 0;
+                    if req.head.header("x-test-slow").is_some() {
+                        // A slow reader: the body piles up in the socket meanwhile.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let (mut total, mut largest) = (0, 0);
                     while let Some(piece) = rx.recv().await {
                         match piece {
-                            Ok(p) => total += p.len(),
+                            Ok(p) => {
+                                total += p.len();
+                                largest = largest.max(p.len());
+                            }
                             Err(e) => {
                                 seen.borrow_mut().push(format!("snapshot error {e}"));
                                 return Response::error(400, "bad body");
                             }
                         }
                     }
+                    seen.borrow_mut().push(format!("largest piece {largest}"));
                     seen.borrow_mut().push(format!("snapshot {total}"));
                     Response::empty(204)
                 }
@@ -324,6 +332,62 @@ Transfer-Encoding: chunked
 #[test]
 fn a_streamed_request_body_reaches_the_handler_in_pieces() {
     on_both(StreamedRequestBody);
+}
+
+/// A streamed body is read in `streamed_body_read` pieces, more than the pool's buffers
+/// hold (64 KiB reads into 128 KiB buffers), and the connection goes back to serving
+/// small requests afterwards.
+#[derive(Clone)]
+struct StreamedBodyReadsLarge;
+impl IoTask for StreamedBodyReadsLarge {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let (server, url, seen) = start_server::<B>(ServerConfig::default(), Rc::default(), false);
+        let size = 3usize << 20;
+        let mut req = format!(
+            "POST /raft/snapshot HTTP/1.1\r\nHost: x\r\nX-Test-Slow: 1\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{size:x}\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(&vec![7u8; size]);
+        req.extend_from_slice(b"\r\n0\r\n\r\n");
+        let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
+            .await
+            .unwrap();
+        let (r, _) = conn.write_all(Bytes::from(req)).await;
+        r.unwrap();
+        let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
+        r.unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 204 No Content\r\n"), "{got:?}");
+        let largest: usize = {
+            let seen = seen.borrow();
+            assert_eq!(seen.last().unwrap(), &format!("snapshot {size}"));
+            let line = &seen[seen.len() - 2];
+            line.strip_prefix("largest piece ")
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!(
+            largest > 128 * 1024 && largest <= 2 * DEFAULT_STREAMED_BODY_READ,
+            "largest piece {largest}"
+        );
+        // The same connection, a small body next.
+        let small =
+            b"POST /raft/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
+        let (r, _) = conn.write_all(Bytes::from_static(small)).await;
+        r.unwrap();
+        let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
+        r.unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 204 No Content\r\n"), "{got:?}");
+        assert_eq!(seen.borrow().last().unwrap(), "snapshot 10");
+        server.stop();
+    }
+}
+
+#[test]
+fn a_streamed_body_is_read_in_large_pieces() {
+    on_both(StreamedBodyReadsLarge);
 }
 
 #[derive(Clone)]

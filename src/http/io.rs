@@ -110,6 +110,24 @@ impl<C: Conn> HttpIo<C> {
         }
     }
 
+    /// Bytes asked of each read.
+    pub fn read_size(&self) -> usize {
+        self.read_size
+    }
+
+    /// Asks `size` bytes of each read from now on (a streamed body reads more at a time
+    /// than heads and small bodies need).
+    pub fn set_read_size(&mut self, size: usize) {
+        self.read_size = size.max(1);
+    }
+
+    /// Stops tracking retired read buffers: those come free are freed now, the others
+    /// with their last slice. For after a large body, whose buffers a connection should
+    /// not keep idle.
+    pub fn release_retired(&mut self) {
+        self.retired = Recycler::new(MAX_RETIRED_READ_BUFFERS, IDLE_READ_BUFFERS);
+    }
+
     /// Adds every byte read or written from now on to `counter`.
     pub fn count_wire(&mut self, counter: Arc<AtomicU64>) {
         self.wire = Some(counter);
