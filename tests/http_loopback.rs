@@ -316,17 +316,22 @@ Transfer-Encoding: chunked
         let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
             .await
             .unwrap();
-        let (r, _) = conn.write_all(Bytes::from(req)).await;
-        r.unwrap();
-        let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
-        r.unwrap();
-        assert!(got.starts_with(b"HTTP/1.1 204 No Content\r\n"), "{got:?}");
+        expect_204(&conn, Bytes::from(req)).await;
         assert_eq!(
             seen.borrow().last().unwrap(),
             &format!("snapshot {}", 3 << 20)
         );
         server.stop();
     }
+}
+
+/// Writes `req` on `conn` and expects a 204 answer.
+async fn expect_204<C: Conn>(conn: &C, req: Bytes) {
+    let (r, _) = conn.write_all(req).await;
+    r.unwrap();
+    let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
+    r.unwrap();
+    assert!(got.starts_with(b"HTTP/1.1 204 No Content\r\n"), "{got:?}");
 }
 
 #[test]
@@ -354,11 +359,7 @@ impl IoTask for StreamedBodyReadsLarge {
         let conn = B::connect(url.resolve().await.unwrap(), &Default::default())
             .await
             .unwrap();
-        let (r, _) = conn.write_all(Bytes::from(req)).await;
-        r.unwrap();
-        let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
-        r.unwrap();
-        assert!(got.starts_with(b"HTTP/1.1 204 No Content\r\n"), "{got:?}");
+        expect_204(&conn, Bytes::from(req)).await;
         let largest: usize = {
             let seen = seen.borrow();
             assert_eq!(seen.last().unwrap(), &format!("snapshot {size}"));
@@ -375,11 +376,7 @@ impl IoTask for StreamedBodyReadsLarge {
         // The same connection, a small body next.
         let small =
             b"POST /raft/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
-        let (r, _) = conn.write_all(Bytes::from_static(small)).await;
-        r.unwrap();
-        let (r, got) = conn.read(BytesMut::with_capacity(1024)).await;
-        r.unwrap();
-        assert!(got.starts_with(b"HTTP/1.1 204 No Content\r\n"), "{got:?}");
+        expect_204(&conn, Bytes::from_static(small)).await;
         assert_eq!(seen.borrow().last().unwrap(), "snapshot 10");
         server.stop();
     }

@@ -56,9 +56,11 @@ impl Default for ServerConfig {
     }
 }
 
-/// [`ServerConfig::streamed_body_read`]'s default. With 64 KiB reads, a 64 MiB snapshot
-/// took 1,024 reads, channel hand-offs and file writes, and the receive ran at 1,720–1,870
-/// MB/s on the bench's machine; with 512 KiB, 2,130 (docs/performance.md, tenth session).
+/// [`ServerConfig::streamed_body_read`]'s default. With the pool's 64 KiB reads, a 64 MiB
+/// snapshot from our sender took about 770 file writes and 570 wake-ups of the I/O thread
+/// (under `strace`), with 512 KiB 340 and 210; the bench's snapshot row went from 1,767 to
+/// 2,071 MB/s (medians of five interleaved runs; 256 KiB and 1 MiB were slower; see
+/// docs/performance.md, tenth session).
 pub const DEFAULT_STREAMED_BODY_READ: usize = 512 * 1024;
 
 /// An HTTP server for one I/O thread.
