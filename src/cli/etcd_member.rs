@@ -22,7 +22,7 @@ use rafthttp::etcd::requests::publish_attributes;
 use rafthttp::etcd::{EntryData, InitialCluster, Membership};
 use rafthttp::http::client::PeerUrl;
 use rafthttp::http::router::{Request, Response, ResponseBody};
-use rafthttp::io::{CongestionName, IoMode};
+use rafthttp::io::IoMode;
 use rafthttp::json::id_to_hex;
 use rafthttp::raft_rs::{Inbox, Input, NodeOptions, NodeStatus, RaftNode};
 use rafthttp::transport::{Config, ExtraRoutes, Transport};
@@ -67,10 +67,9 @@ pub struct EtcdMemberArgs {
     /// I/O backend: auto, uring or epoll.
     #[arg(long, default_value = "auto")]
     pub io: IoMode,
-    /// TCP congestion control for the transport's connections (e.g. cubic; default:
-    /// the system's). On loopback, BBR's pacing caps a stream (docs/performance.md).
-    #[arg(long, value_name = "NAME")]
-    pub tcp_congestion: Option<CongestionName>,
+    /// Socket options.
+    #[command(flatten)]
+    pub socket: crate::cli::SocketArgs,
 }
 
 /// Why the member could not start or had to stop.
@@ -159,7 +158,7 @@ pub fn run(args: &EtcdMemberArgs) -> Result<(), MemberError> {
     cfg.advertise_urls = me.peer_urls.clone();
     cfg.listen = listen_addrs(&split_urls(&args.listen_peer_urls))?;
     cfg.io = args.io;
-    cfg.socket.congestion = args.tcp_congestion;
+    cfg.socket = args.socket.options();
     cfg.versions = LocalVersions {
         server: SERVER_VERSION
             .parse::<Version>()

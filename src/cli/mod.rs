@@ -6,7 +6,8 @@ pub mod demo;
 pub mod etcd_member;
 pub mod peer;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use rafthttp::io::{CongestionName, SocketOptions};
 
 /// rafthttp: etcd's Raft HTTP transport, and tools for it.
 #[derive(Debug, Parser)]
@@ -32,6 +33,26 @@ pub enum Command {
     /// Join a real etcd 3.4 cluster as a raft-rs member (in-memory, NOT durable), with
     /// etcd's own flags.
     EtcdMember(etcd_member::EtcdMemberArgs),
+}
+
+/// The transport's socket options, as flags (shared by the commands that start one).
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct SocketArgs {
+    /// TCP congestion control for the transport's connections (e.g. cubic). Unset: the
+    /// system's, as etcd, the Go anchor and iperf3 use. On loopback, BBR's pacing caps a
+    /// stream (docs/performance.md; `perf/compare.sh` can change it for all sides with
+    /// TCP_CC).
+    #[arg(long, value_name = "NAME")]
+    pub tcp_congestion: Option<CongestionName>,
+}
+
+impl SocketArgs {
+    /// The options the flags ask for.
+    pub fn options(&self) -> SocketOptions {
+        SocketOptions {
+            congestion: self.tcp_congestion,
+        }
+    }
 }
 
 /// Parses a member or cluster ID in etcd's hex form, for flags.

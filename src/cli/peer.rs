@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use rafthttp::io::{CongestionName, IoMode};
+use rafthttp::io::IoMode;
 use rafthttp::json::{id_to_hex, MessageJson};
 use rafthttp::raftpb::Message;
 use rafthttp::transport::{Config, ProcessError, Profile, Raft, SnapshotStatus, Transport};
@@ -60,10 +60,9 @@ pub struct PeerArgs {
     /// I/O backend: auto, uring or epoll.
     #[arg(long, default_value = "auto")]
     pub io: IoMode,
-    /// TCP congestion control for the transport's connections (e.g. cubic; default:
-    /// the system's). On loopback, BBR's pacing caps a stream (docs/performance.md).
-    #[arg(long, value_name = "NAME")]
-    pub tcp_congestion: Option<CongestionName>,
+    /// Socket options.
+    #[command(flatten)]
+    pub socket: crate::cli::SocketArgs,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, Vec<String>), String> {
@@ -122,7 +121,7 @@ impl Raft for Printer {
 pub fn run(args: &PeerArgs) -> Result<(), String> {
     let mut cfg = Config::new(args.id, args.cluster_id);
     cfg.listen = args.listen.clone();
-    cfg.socket.congestion = args.tcp_congestion;
+    cfg.socket = args.socket.options();
     cfg.advertise_urls = if args.advertise.is_empty() {
         args.listen.iter().map(|a| format!("http://{a}")).collect()
     } else {

@@ -50,11 +50,11 @@ impl SocketOptions {
         if self.congestion.is_none() {
             return Ok(());
         }
-        let probe = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
+        let tcp = |domain| {
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+        };
+        // An IPv6-only host has no IPv4 sockets to try it on.
+        let probe = tcp(socket2::Domain::IPV4).or_else(|_| tcp(socket2::Domain::IPV6))?;
         self.apply(&probe)
     }
 }

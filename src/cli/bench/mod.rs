@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rafthttp::io::{
-    choose_backend, CongestionName, IoMode, IoThread, SocketOptions, ThreadScheduling,
-};
+use rafthttp::io::{choose_backend, IoMode, IoThread, ThreadScheduling};
 use rafthttp::workload::AppSource;
 
 use harness::{
@@ -93,11 +91,9 @@ pub struct BenchArgs {
     /// steady state (a deep queue grows its pools for a while).
     #[arg(long)]
     pub warm: Option<u64>,
-    /// TCP congestion control for the members' connections. Unset: the system's, as
-    /// the anchor and iperf3 use (compare like with like; `perf/compare.sh` reports it
-    /// and can change it for all three with TCP_CC).
-    #[arg(long, value_name = "NAME")]
-    pub tcp_congestion: Option<CongestionName>,
+    /// Socket options.
+    #[command(flatten)]
+    pub socket: crate::cli::SocketArgs,
 }
 
 /// Why the bench failed.
@@ -265,9 +261,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         sched: args.sched,
         epoch,
         snap_dir: dir.clone(),
-        socket: SocketOptions {
-            congestion: args.tcp_congestion,
-        },
+        socket: args.socket.options(),
     };
     let n1 = member(1, &setup)?;
     let n2 = member(2, &setup)?;

@@ -15,7 +15,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rafthttp::alloc_count::AllocTotals;
 use rafthttp::etcd::requests::put_request;
-use rafthttp::io::{CongestionName, IoMode, SocketOptions};
+use rafthttp::io::IoMode;
 use rafthttp::raft_rs::{Input, Role};
 use rafthttp::transport::Transport;
 use rafthttp::usage::cpu_time;
@@ -38,10 +38,9 @@ pub struct DemoArgs {
     /// I/O backend: auto, uring or epoll.
     #[arg(long, default_value = "auto")]
     pub io: IoMode,
-    /// TCP congestion control for the transport's connections (e.g. cubic; default:
-    /// the system's). On loopback, BBR's pacing caps a stream (docs/performance.md).
-    #[arg(long, value_name = "NAME")]
-    pub tcp_congestion: Option<CongestionName>,
+    /// Socket options.
+    #[command(flatten)]
+    pub socket: crate::cli::SocketArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics while running.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
@@ -170,14 +169,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         applied_by_leader: AtomicU64::new(0),
         epoch: Instant::now(),
     });
-    let nodes = cluster::start(
-        args.nodes,
-        args.io,
-        SocketOptions {
-            congestion: args.tcp_congestion,
-        },
-        progress.clone(),
-    )?;
+    let nodes = cluster::start(args.nodes, args.io, args.socket.options(), progress.clone())?;
     let io = nodes[0].transport.backend().name();
     println!("rafthttp demo: {} raft-rs nodes, each with its own rafthttp transport on 127.0.0.1 ({io} I/O)", args.nodes);
     println!("(raft logs are in memory: this shows the transport, it is not a durable store)");
