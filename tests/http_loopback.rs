@@ -902,3 +902,188 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
 fn try_next_takes_what_arrived_of_a_stream() {
     on_both(Streaming { try_next: true });
 }
+
+/// A connection that logs each write as it is made: `now` (what a non-blocking send
+/// took) or `driver` (handed to the driver to write whole), with its bytes.
+struct Recording<C> {
+    inner: C,
+    log: Rc<RefCell<Vec<(&'static str, Bytes)>>>,
+}
+
+impl<C: Conn> Conn for Recording<C> {
+    async fn read(&self, buf: BytesMut) -> (std::io::Result<usize>, BytesMut) {
+        self.inner.read(buf).await
+    }
+
+    fn try_read(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        self.inner.try_read(buf)
+    }
+
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.try_write(buf);
+        if let Ok(n) = r {
+            let took = Bytes::copy_from_slice(&buf[..n]);
+            self.log.borrow_mut().push(("now", took));
+        }
+        r
+    }
+
+    async fn write_all(&self, buf: Bytes) -> (std::io::Result<()>, Bytes) {
+        self.log.borrow_mut().push(("driver", buf.clone()));
+        self.inner.write_all(buf).await
+    }
+
+    async fn write_all_vectored(&self, bufs: Vec<Bytes>) -> (std::io::Result<()>, Vec<Bytes>) {
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        self.log.borrow_mut().push(("driver", all.into()));
+        self.inner.write_all_vectored(bufs).await
+    }
+
+    fn shutdown(&self) -> std::io::Result<()> {
+        self.inner.shutdown()
+    }
+
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.peer_addr()
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.fd()
+    }
+}
+
+/// Nothing for a moment, then `idle_batch` bytes of `a`, then at once 2,000 of `b`,
+/// then the end.
+struct IdleThenBusy {
+    wait: std::pin::Pin<Box<tokio::time::Sleep>>,
+    step: usize,
+    idle_batch: usize,
+}
+
+impl StreamBody for IdleThenBusy {
+    fn poll_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        batch: &mut Batch,
+    ) -> Poll<std::io::Result<bool>> {
+        self.step += 1;
+        match self.step {
+            1 => {
+                if std::future::Future::poll(self.wait.as_mut(), cx).is_pending() {
+                    self.step = 0;
+                    return Poll::Pending;
+                }
+                batch
+                    .buf()
+                    .extend(std::iter::repeat_n(b'a', self.idle_batch));
+                Poll::Ready(Ok(true))
+            }
+            2 => {
+                batch.buf().extend(std::iter::repeat_n(b'b', 2000));
+                Poll::Ready(Ok(true))
+            }
+            _ => Poll::Ready(Ok(false)),
+        }
+    }
+}
+
+/// A stream's batch that follows a wait is sent at once (a non-blocking send, the rest
+/// through the driver if the socket does not take it all); one that was ready at once
+/// goes through the driver, whose deferral lets the next batch grow.
+#[derive(Clone)]
+struct WriteAfterIdle {
+    idle_batch: usize,
+}
+impl IoTask for WriteAfterIdle {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let idle_batch = self.idle_batch;
+        let router = Router::new().route(
+            PathPattern::Prefix("/raft/stream/".into()),
+            BodyMode::Buffered(0),
+            move |_r: Request| async move {
+                let body = IdleThenBusy {
+                    wait: Box::pin(tokio::time::sleep(Duration::from_millis(30))),
+                    step: 0,
+                    idle_batch,
+                };
+                Response {
+                    status: 200,
+                    headers: Default::default(),
+                    body: ResponseBody::Stream(Box::new(body)),
+                }
+            },
+        );
+        let server = Server::new(
+            router,
+            ServerConfig::default(),
+            Rc::new(BufferPool::new(64 * 1024, 4)),
+        );
+        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let served = {
+            let (server, log) = (server.clone(), log.clone());
+            tokio::task::spawn_local(async move {
+                let (conn, remote) = listener.accept().await.unwrap();
+                // A small send buffer: a large batch cannot all go in one send.
+                socket2::SockRef::from(&conn.fd())
+                    .set_send_buffer_size(64 * 1024)
+                    .unwrap();
+                server
+                    .serve_conn(Recording { inner: conn, log }, remote)
+                    .await;
+            })
+        };
+        let c = client::<B>(Timeouts::default());
+        let s = c
+            .get_stream(
+                &format!("http://{addr}").parse().unwrap(),
+                "/raft/stream/msgapp/1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let body = s.read_to_end(64 << 20).await.unwrap();
+        let mut want = vec![b'a'; idle_batch];
+        want.extend_from_slice(&[b'b'; 2000]);
+        assert!(body == want, "the body arrives whole and in order");
+        served.await.unwrap();
+        let log = log.borrow();
+        // A run of the batch's byte, which the response head and chunk framing lack.
+        let has = |bytes: &Bytes, byte: u8| bytes.windows(16).any(|w| w == [byte; 16]);
+        let a_writes: Vec<_> = log.iter().filter(|(_, b)| has(b, b'a')).collect();
+        assert_eq!(
+            a_writes[0].0, "now",
+            "the batch after a wait is sent at once"
+        );
+        let a_sent: usize = a_writes
+            .iter()
+            .map(|(_, b)| b.iter().filter(|&&x| x == b'a').count())
+            .sum();
+        assert_eq!(a_sent, idle_batch, "each byte written once: {log:?}");
+        if idle_batch > 1 << 20 {
+            assert_eq!(
+                a_writes.iter().map(|(how, _)| *how).collect::<Vec<_>>(),
+                ["now", "driver"],
+                "what the socket did not take goes through the driver"
+            );
+        }
+        let b_writes: Vec<_> = log.iter().filter(|(_, b)| has(b, b'b')).collect();
+        assert_eq!(b_writes.len(), 1);
+        assert_eq!(b_writes[0].0, "driver", "a batch ready at once is not");
+        server.stop();
+    }
+}
+
+#[test]
+fn a_stream_batch_after_a_wait_is_sent_at_once() {
+    on_both(WriteAfterIdle { idle_batch: 1000 });
+}
+
+#[test]
+fn a_large_batch_after_a_wait_is_sent_in_part_then_through_the_driver() {
+    on_both(WriteAfterIdle {
+        idle_batch: 8 << 20,
+    });
+}

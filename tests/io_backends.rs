@@ -220,3 +220,88 @@ fn try_read_takes_what_arrived_on_uring() {
     }
     assert_eq!(block_on(IoBackend::Uring, TryRead).unwrap(), b"abcdef");
 }
+
+/// A write of what the socket takes now: bytes go out at once, a full socket is
+/// `WouldBlock` (with everything taken before it still arriving, in order), and a
+/// write after the reader drained some room is taken again.
+struct TryWrite;
+
+impl IoTask for TryWrite {
+    type Output = (usize, usize);
+
+    async fn run<B: Backend>(self) -> (usize, usize) {
+        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = B::connect(addr, &Default::default()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Small buffers on both sides, so that the socket fills long before the data ends.
+        socket2::SockRef::from(&client.fd())
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        socket2::SockRef::from(&server.fd())
+            .set_recv_buffer_size(64 * 1024)
+            .unwrap();
+        let data: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
+        // No reader yet: the socket takes what its buffers (and the peer's) hold, then
+        // nothing.
+        let mut sent = 0;
+        let full = loop {
+            match client.try_write(&data[sent..]) {
+                Ok(n) => {
+                    assert!(n > 0, "a non-empty write took nothing without WouldBlock");
+                    sent += n;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(sent < data.len(), "16 MiB with no reader cannot all fit");
+        let before = sent;
+        // Read everything sent so far, then write again: the socket has room.
+        let mut got = BytesMut::with_capacity(1 << 20);
+        while got.len() < sent {
+            got.reserve(1 << 20);
+            let (r, b) = server.read(got).await;
+            got = b;
+            assert!(r.unwrap() > 0);
+        }
+        // epoll answers WouldBlock until its reactor has seen the socket writable again.
+        let mut n = 0;
+        for _ in 0..100 {
+            match client.try_write(&data[sent..sent + 1000]) {
+                Ok(took) => {
+                    n = took;
+                    break;
+                }
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(n, 1000);
+        sent += n;
+        while got.len() < sent {
+            got.reserve(1 << 20);
+            let (r, b) = server.read(got).await;
+            got = b;
+            assert!(r.unwrap() > 0);
+        }
+        assert!(got[..] == data[..sent], "bytes arrive as written, in order");
+        (before, sent)
+    }
+}
+
+#[test]
+fn try_write_sends_what_the_socket_takes_on_epoll() {
+    let (first, total) = block_on(IoBackend::Epoll, TryWrite).unwrap();
+    assert_eq!(total, first + 1000);
+}
+
+#[test]
+fn try_write_sends_what_the_socket_takes_on_uring() {
+    if rafthttp::io::probe_uring().is_err() {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    }
+    let (first, total) = block_on(IoBackend::Uring, TryWrite).unwrap();
+    assert_eq!(total, first + 1000);
+}

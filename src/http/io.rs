@@ -413,6 +413,32 @@ impl<C: Conn> HttpIo<C> {
         Ok(res?)
     }
 
+    /// Writes `buf` within the write timeout, sending what the socket takes at once
+    /// with a non-blocking send and handing only the rest to the driver. For a write
+    /// after an idle spell (a lone message): io_uring would send it only when the
+    /// runtime next parks, after every other ready task, and its completion costs the
+    /// thread another turn. Back-to-back writes should use [`write`](Self::write), whose
+    /// deferral lets the next batch grow while this one is in flight.
+    pub async fn write_now(&self, mut buf: Bytes) -> Result<(), HttpError> {
+        loop {
+            match self.conn.try_write(&buf) {
+                Ok(n) if n == buf.len() => {
+                    self.counted(n);
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.counted(n);
+                    buf.advance(n);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.write(buf).await
+    }
+
     /// Writes `parts` in order, vectored, within the write timeout. The vector that
     /// carries them to the driver is the connection's own and comes back for the next
     /// write, so writing allocates nothing.

@@ -440,8 +440,15 @@ impl Server {
         let mut pieces: Vec<Bytes> = Vec::new();
         let result = loop {
             let slot = begin_chunk(batch.buf());
+            // Whether the source had nothing at first: then this batch follows an idle
+            // spell and is sent at once (`write_now`).
+            let mut waited = false;
             let polled = tokio::select! {
-                r = poll_fn(|cx| source.poll_batch(cx, &mut batch)) => r,
+                r = poll_fn(|cx| {
+                    let r = source.poll_batch(cx, &mut batch);
+                    waited |= r.is_pending();
+                    r
+                }) => r,
                 _ = &mut client_gone => break Err(HttpError::Closed("stream")),
             };
             match polled {
@@ -452,7 +459,12 @@ impl Server {
                     };
                     batch.take_from(start, &mut pieces);
                     let written = if pieces.len() == 1 {
-                        io.write(pieces.pop().unwrap_or_default()).await
+                        let piece = pieces.pop().unwrap_or_default();
+                        if waited {
+                            io.write_now(piece).await
+                        } else {
+                            io.write(piece).await
+                        }
                     } else {
                         io.write_vectored(pieces.drain(..)).await
                     };

@@ -28,6 +28,12 @@ pub trait Conn: 'static {
     /// `Err(WouldBlock)` when nothing has. `Ok(0)` is EOF.
     fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize>;
 
+    /// Writes what the socket takes of `buf` now, without waiting: `Err(WouldBlock)`
+    /// when it takes nothing (on epoll, also until the reactor has seen the socket
+    /// writable again after a full one). For a write that should leave at once rather than when the
+    /// driver next submits (io_uring queues operations until the runtime parks).
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+
     /// Writes all of `buf`.
     fn write_all(&self, buf: Bytes) -> impl Future<Output = (io::Result<()>, Bytes)>;
 

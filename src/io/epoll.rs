@@ -41,6 +41,10 @@ impl Conn for EpollConn {
         self.0.try_read_buf(buf)
     }
 
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
     async fn write_all(&self, buf: Bytes) -> (io::Result<()>, Bytes) {
         let mut rest = &buf[..];
         while !rest.is_empty() {

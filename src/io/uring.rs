@@ -51,6 +51,11 @@ impl Conn for UringConn {
         Ok(n)
     }
 
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&self.fd())
+            .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
     async fn write_all(&self, buf: Bytes) -> (io::Result<()>, Bytes) {
         self.stream.write_all(buf).await
     }
