@@ -638,6 +638,44 @@ impl StreamBody for Mixed {
     }
 }
 
+/// A server whose stream route answers every dial with a body from `body`.
+fn stream_server(body: impl Fn() -> Box<dyn StreamBody> + 'static) -> Rc<Server> {
+    let body = Rc::new(body);
+    let router = Router::new().route(
+        PathPattern::Prefix("/raft/stream/".into()),
+        BodyMode::Buffered(0),
+        move |_r: Request| {
+            let body = body();
+            async move {
+                Response {
+                    status: 200,
+                    headers: Default::default(),
+                    body: ResponseBody::Stream(body),
+                }
+            }
+        },
+    );
+    Server::new(
+        router,
+        ServerConfig::default(),
+        Rc::new(BufferPool::new(64 * 1024, 4)),
+    )
+}
+
+/// Dials a stream at `addr` and reads its body to the end (at most `limit` bytes).
+async fn read_stream<B: Backend>(addr: std::net::SocketAddr, limit: u64) -> Vec<u8> {
+    let c = client::<B>(Timeouts::default());
+    let s = c
+        .get_stream(
+            &format!("http://{addr}").parse().unwrap(),
+            "/raft/stream/msgapp/1",
+            &[],
+        )
+        .await
+        .unwrap();
+    s.read_to_end(limit).await.unwrap().to_vec()
+}
+
 #[derive(Clone)]
 struct LargePayloads;
 impl IoTask for LargePayloads {
@@ -648,36 +686,14 @@ impl IoTask for LargePayloads {
             .collect::<Vec<u8>>()
             .into();
         let p2 = payload.clone();
-        let router = Router::new().route(
-            PathPattern::Prefix("/raft/stream/".into()),
-            BodyMode::Buffered(0),
-            move |_r: Request| {
-                let payload = p2.clone();
-                async move {
-                    Response {
-                        status: 200,
-                        headers: Default::default(),
-                        body: ResponseBody::Stream(Box::new(Mixed { left: 3, payload })),
-                    }
-                }
-            },
-        );
-        let server = Server::new(
-            router,
-            ServerConfig::default(),
-            Rc::new(BufferPool::new(64 * 1024, 4)),
-        );
+        let server = stream_server(move || {
+            Box::new(Mixed {
+                left: 3,
+                payload: p2.clone(),
+            })
+        });
         let addr = listen_all::<B>(&server, &["127.0.0.1:0".parse().unwrap()]).unwrap()[0];
-        let c = client::<B>(Timeouts::default());
-        let s = c
-            .get_stream(
-                &format!("http://{addr}").parse().unwrap(),
-                "/raft/stream/msgapp/1",
-                &[],
-            )
-            .await
-            .unwrap();
-        let body = s.read_to_end(10 << 20).await.unwrap();
+        let body = read_stream::<B>(addr, 10 << 20).await;
         let mut want = Vec::new();
         for _ in 0..3 {
             want.extend_from_slice(b"<head>");
@@ -998,27 +1014,13 @@ impl IoTask for WriteAfterIdle {
     type Output = ();
     async fn run<B: Backend>(self) {
         let idle_batch = self.idle_batch;
-        let router = Router::new().route(
-            PathPattern::Prefix("/raft/stream/".into()),
-            BodyMode::Buffered(0),
-            move |_r: Request| async move {
-                let body = IdleThenBusy {
-                    wait: Box::pin(tokio::time::sleep(Duration::from_millis(30))),
-                    step: 0,
-                    idle_batch,
-                };
-                Response {
-                    status: 200,
-                    headers: Default::default(),
-                    body: ResponseBody::Stream(Box::new(body)),
-                }
-            },
-        );
-        let server = Server::new(
-            router,
-            ServerConfig::default(),
-            Rc::new(BufferPool::new(64 * 1024, 4)),
-        );
+        let server = stream_server(move || {
+            Box::new(IdleThenBusy {
+                wait: Box::pin(tokio::time::sleep(Duration::from_millis(30))),
+                step: 0,
+                idle_batch,
+            })
+        });
         let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Rc::new(RefCell::new(Vec::new()));
@@ -1035,16 +1037,7 @@ impl IoTask for WriteAfterIdle {
                     .await;
             })
         };
-        let c = client::<B>(Timeouts::default());
-        let s = c
-            .get_stream(
-                &format!("http://{addr}").parse().unwrap(),
-                "/raft/stream/msgapp/1",
-                &[],
-            )
-            .await
-            .unwrap();
-        let body = s.read_to_end(64 << 20).await.unwrap();
+        let body = read_stream::<B>(addr, 64 << 20).await;
         let mut want = vec![b'a'; idle_batch];
         want.extend_from_slice(&[b'b'; 2000]);
         assert!(body == want, "the body arrives whole and in order");
