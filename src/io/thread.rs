@@ -186,6 +186,14 @@ impl IoThread {
         self.shutdown();
     }
 
+    /// Lets the thread end on its own once queued commands have run, without waiting
+    /// for it: for an owner dropped on a thread that must not block (an I/O thread),
+    /// while a task there may still be waiting on the application (a snapshot reader).
+    pub fn detach(mut self) {
+        self.join = None;
+        self.shutdown();
+    }
+
     fn shutdown(&mut self) {
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.commands, closed));

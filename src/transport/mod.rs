@@ -650,11 +650,12 @@ impl Transport {
     fn send_snapshot_data(&self, m: Message, data: snapshot_sender::SnapshotData) {
         let to = m.to;
         let sent = self.shared.peer(to).filter(|p| !p.is_paused()).map(|peer| {
-            let task = snapshot_sender::SnapshotSend::new(self.shared.clone(), peer, m, data);
-            // A thread of its own: copying a database into the socket would hold up
-            // the streams (heartbeats) on the I/O thread, and share its CPU. If it
-            // cannot start, the dropped task reports the failure itself.
-            let _ = crate::io::thread::spawn_detached(
+            let task =
+                snapshot_sender::SnapshotSend::new(self.shared.clone(), peer.clone(), m, data);
+            // The peer's snapshot thread, not the I/O thread: copying a database into
+            // the socket would hold up the streams (heartbeats) there, and share its
+            // CPU. If it cannot run, the dropped task reports the failure itself.
+            peer.snapshot_thread.spawn(
                 &format!("rafthttp-snap-{to:x}"),
                 self.backend,
                 self.shared.config.scheduling,

@@ -143,6 +143,8 @@ pub struct Peer {
     /// Wakes the peer's I/O tasks when it is stopped.
     pub stop_signal: tokio::sync::Notify,
     last_drop_log: std::sync::Mutex<Option<Instant>>,
+    /// The thread its snapshots are sent from, once one has been.
+    pub snapshot_thread: super::snapshot_sender::SnapshotThread,
 }
 
 impl Drop for Peer {
@@ -226,6 +228,7 @@ impl Peer {
             term_changed: tokio::sync::Notify::new(),
             stop_signal: tokio::sync::Notify::new(),
             last_drop_log: std::sync::Mutex::new(None),
+            snapshot_thread: Default::default(),
         });
         (peer, PeerReceivers { recv, prop })
     }

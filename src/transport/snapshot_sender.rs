@@ -15,7 +15,8 @@ use super::Shared;
 use crate::codec::encode_snapshot_envelope;
 use crate::http::client::Client;
 use crate::http::write::HeaderValue;
-use crate::io::{Backend, BufferPool, IoTask};
+use crate::io::thread::IoThread;
+use crate::io::{Backend, BufferPool, IoBackend, IoTask, ThreadScheduling};
 use crate::raftpb::Message;
 
 /// Bytes read from the application's reader per chunk (one chunk and one vectored
@@ -141,6 +142,62 @@ fn pump(
         }
         if tx.blocking_send(Ok(piece)).is_err() {
             return;
+        }
+    }
+}
+
+/// The thread a peer's snapshots are sent from: started with the first and kept for the
+/// next, because a thread and an I/O runtime (an io_uring's setup and teardown) cost more
+/// than a small snapshot takes to send, and let go (not waited for) with the peer.
+/// Sends to one peer share it (raft sends a follower one snapshot at a time); sends to
+/// different peers run on their own threads, as before.
+#[derive(Debug, Default)]
+pub struct SnapshotThread(std::sync::Mutex<Option<IoThread>>);
+
+impl SnapshotThread {
+    /// Runs `task` on the thread, starting it (named `name`) if it is not running. A
+    /// task that cannot be run is dropped, which is how a [`SnapshotSend`] reports a
+    /// failure.
+    pub fn spawn<T: IoTask + Send + 'static>(
+        &self,
+        name: &str,
+        backend: IoBackend,
+        sched: ThreadScheduling,
+        task: T,
+    ) {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            match IoThread::spawn(name, backend, sched) {
+                Ok(thread) => *slot = Some(thread),
+                Err(e) => {
+                    tracing::warn!(thread = name, error = %e, "cannot start a snapshot thread");
+                    return;
+                }
+            }
+        }
+        if let Some(thread) = slot.as_ref() {
+            if thread.spawn_task(task).is_err() {
+                // Gone (or, with a thousand sends queued, swamped): the next send starts
+                // a new thread.
+                if let Some(old) = slot.take() {
+                    old.detach();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SnapshotThread {
+    fn drop(&mut self) {
+        let slot = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(thread) = slot.take() {
+            thread.detach();
         }
     }
 }
@@ -286,6 +343,58 @@ mod tests {
         fn report_snapshot(&self, _: u64, status: SnapshotStatus) {
             self.0.lock().unwrap().push(status);
         }
+    }
+
+    /// Sends the thread it runs on, then holds `hold` until its runtime drops it.
+    struct WhereAmI {
+        at: std::sync::mpsc::Sender<std::thread::ThreadId>,
+        hold: Option<std::sync::mpsc::Sender<()>>,
+    }
+
+    impl IoTask for WhereAmI {
+        type Output = ();
+        async fn run<B: Backend>(self) {
+            let _ = self.at.send(std::thread::current().id());
+            let _hold = self.hold;
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[test]
+    fn a_peers_snapshots_share_one_thread_which_ends_with_it() {
+        let thread = SnapshotThread::default();
+        let (at, seen) = std::sync::mpsc::channel();
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        for _ in 0..2 {
+            let task = WhereAmI {
+                at: at.clone(),
+                hold: Some(hold.clone()),
+            };
+            thread.spawn(
+                "snap-test",
+                IoBackend::Epoll,
+                ThreadScheduling::Normal,
+                task,
+            );
+        }
+        drop(hold);
+        let wait = std::time::Duration::from_secs(5);
+        let first = seen.recv_timeout(wait).unwrap();
+        let second = seen.recv_timeout(wait).unwrap();
+        assert_eq!(first, second, "both sends ran on one thread");
+        assert_ne!(first, std::thread::current().id());
+        // Still running (pending for ever) until the owner lets the thread go: then its
+        // runtime ends and drops them, without the owner waiting for it.
+        assert_eq!(
+            held.recv_timeout(std::time::Duration::from_millis(50)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        drop(thread);
+        assert_eq!(
+            held.recv_timeout(wait),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+            "the tasks were dropped with the thread's runtime"
+        );
     }
 
     #[test]
