@@ -30,8 +30,9 @@ pub trait Conn: 'static {
 
     /// Writes what the socket takes of `buf` now, without waiting: `Err(WouldBlock)`
     /// when it takes nothing (on epoll, also until the reactor has seen the socket
-    /// writable again after a full one). For a write that should leave at once rather than when the
-    /// driver next submits (io_uring queues operations until the runtime parks).
+    /// writable again after a full one). For a write that should leave at once rather
+    /// than when the driver next submits (io_uring queues operations until the runtime
+    /// parks).
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 
     /// Writes all of `buf`.

@@ -48,29 +48,6 @@ impl<T: IoTask + 'static> IoTask for Spawn<T> {
     }
 }
 
-/// Runs `task` on a thread of its own, named `name`, with `backend`'s runtime; the
-/// thread ends with the task. For long bulk work (a snapshot) that would otherwise hold
-/// up the other connections of an I/O thread, and take its CPU. If the runtime cannot
-/// start there, the task is dropped (its owner's drop guards report that).
-pub fn spawn_detached<T: IoTask + Send + 'static>(
-    name: &str,
-    backend: IoBackend,
-    sched: ThreadScheduling,
-    task: T,
-) -> Result<(), IoError> {
-    let thread_name = name.to_string();
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            sched.apply_or_warn(&thread_name);
-            if let Err(e) = block_on(backend, task) {
-                tracing::warn!(thread = thread_name, error = %e, "cannot start an I/O runtime");
-            }
-        })
-        .map(drop)
-        .map_err(|e| IoError::Runtime(backend, e))
-}
-
 impl IoThread {
     /// Starts a thread named `name` with `backend`'s runtime, scheduled by `sched`.
     pub fn spawn(
