@@ -807,7 +807,7 @@ impl Transport {
             if let Ok(own) = Arc::try_unwrap(io) {
                 own.stop();
             }
-            // Tasks on a shared I/O thread or a snapshot's own thread run on: wait for
+            // Tasks on a shared I/O thread or a peer's snapshot thread run on: wait for
             // them (each holds `shared`) to see the stop and end, so that no call reaches
             // the application after `stop` returns.
             if !on_it {
@@ -824,7 +824,7 @@ impl Transport {
                 tracing::warn!(
                     local_member_id = %format_args!("{:x}", self.shared.local.id),
                     tasks = Arc::strong_count(&self.shared) - 1,
-                    "stopped rafthttp transport with tasks still running (on a shared I/O thread or a snapshot's)"
+                    "stopped rafthttp transport with tasks still running (on a shared I/O thread or a peer's snapshot thread)"
                 );
                 return;
             }
