@@ -156,6 +156,26 @@ fn many_pieces_to_a_slow_reader_on_uring() {
     assert_eq!(got.len(), SLOW_TOTAL);
 }
 
+/// A connection over loopback: (the dialing end, the accepted end).
+async fn connected<B: Backend>() -> (B::Conn, B::Conn) {
+    let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = B::connect(addr, &Default::default()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+/// Reads from `conn` into `got` until it holds at least `len` bytes.
+async fn read_at_least<C: Conn>(conn: &C, mut got: BytesMut, len: usize) -> BytesMut {
+    while got.len() < len {
+        got.reserve(1 << 20);
+        let (r, b) = conn.read(got).await;
+        got = b;
+        assert!(r.unwrap() > 0, "EOF before {len} bytes");
+    }
+    got
+}
+
 /// A read of what has already arrived: nothing yet is `WouldBlock`, bytes that came are
 /// appended after what the buffer holds, and a closed peer is `Ok(0)`.
 struct TryRead;
@@ -164,10 +184,7 @@ impl IoTask for TryRead {
     type Output = Vec<u8>;
 
     async fn run<B: Backend>(self) -> Vec<u8> {
-        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = B::connect(addr, &Default::default()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = connected::<B>().await;
         // Full, so that the read must make room rather than read nothing (EOF's answer).
         let mut buf = BytesMut::with_capacity(2);
         buf.extend_from_slice(b"ab");
@@ -230,10 +247,7 @@ impl IoTask for TryWrite {
     type Output = (usize, usize);
 
     async fn run<B: Backend>(self) -> (usize, usize) {
-        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = B::connect(addr, &Default::default()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = connected::<B>().await;
         // Small buffers on both sides, so that the socket fills long before the data ends.
         socket2::SockRef::from(&client.fd())
             .set_send_buffer_size(64 * 1024)
@@ -259,12 +273,7 @@ impl IoTask for TryWrite {
         let before = sent;
         // Read everything sent so far, then write again: the socket has room.
         let mut got = BytesMut::with_capacity(1 << 20);
-        while got.len() < sent {
-            got.reserve(1 << 20);
-            let (r, b) = server.read(got).await;
-            got = b;
-            assert!(r.unwrap() > 0);
-        }
+        got = read_at_least(&server, got, sent).await;
         // epoll answers WouldBlock until its reactor has seen the socket writable again.
         let mut n = 0;
         for _ in 0..100 {
@@ -279,12 +288,7 @@ impl IoTask for TryWrite {
         }
         assert_eq!(n, 1000);
         sent += n;
-        while got.len() < sent {
-            got.reserve(1 << 20);
-            let (r, b) = server.read(got).await;
-            got = b;
-            assert!(r.unwrap() > 0);
-        }
+        got = read_at_least(&server, got, sent).await;
         assert!(got[..] == data[..sent], "bytes arrive as written, in order");
         (before, sent)
     }
