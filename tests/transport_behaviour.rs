@@ -156,6 +156,7 @@ fn a_full_stream_queue_drops_and_reports_unreachable() {
             stream: 8,
             pipeline: 2,
             recv: 8,
+            ..QueueSizes::default()
         },
     );
     let _writer = StreamWriter::attach(

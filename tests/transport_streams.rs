@@ -302,3 +302,109 @@ fn a_congestion_control_the_kernel_lacks_stops_the_start() {
     let text = e.to_string();
     assert!(text.contains("\"no-such-cc\": not available"), "{text}");
 }
+
+/// An application whose worker waits at a gate until the test opens it, and counts.
+#[derive(Default)]
+struct Gated {
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+    got: std::sync::Mutex<Vec<u64>>,
+}
+
+impl rafthttp::transport::Raft for Gated {
+    fn process(&self, m: Message) -> Result<(), rafthttp::transport::ProcessError> {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+        drop(open);
+        self.got.lock().unwrap().push(m.index);
+        Ok(())
+    }
+    fn is_id_removed(&self, _id: u64) -> bool {
+        false
+    }
+    fn report_unreachable(&self, _id: u64) {}
+    fn report_snapshot(&self, _id: u64, _s: rafthttp::transport::SnapshotStatus) {}
+}
+
+/// 600 appends of 8 KiB (4.8 MB) sent to a member whose worker is stuck: the most bytes
+/// its receive queue held while stuck, and its peer's figures once all were processed.
+fn stuck_worker_backlog(
+    io: rafthttp::io::IoMode,
+    recv_backlog: usize,
+) -> (u64, rafthttp::transport::PeerStats) {
+    const N: usize = 600;
+    let (a, ra) = tc::start(1, io, |_| {});
+    let gated = std::sync::Arc::new(Gated::default());
+    let mut cfg = rafthttp::transport::Config::new(2, tc::CLUSTER);
+    cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.io = io;
+    cfg.queues.recv_backlog = recv_backlog;
+    let b = rafthttp::transport::Transport::start(cfg, gated.clone()).unwrap();
+    a.add_peer(2, &[tc::url(&b)]).unwrap();
+    b.add_peer(1, &[tc::url(&a)]).unwrap();
+    tc::wait_until(Duration::from_secs(10), || {
+        tc::streams_up(&a) && tc::streams_up(&b)
+    });
+    let mut src = AppSource::new(1, 2, 1, 8192);
+    let sent: Vec<u64> = (0..N)
+        .map(|_| {
+            let m = src.next_message();
+            let index = m.index;
+            a.send_message(m);
+            index
+        })
+        .collect();
+    // Until what was sent has settled: the queue no longer grows for 300 ms.
+    let queued = || b.stats().peers[0].receive_queued_bytes;
+    let (mut most, mut still) = (0, 0);
+    while still < 30 {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = queued();
+        still = if now > most { 0 } else { still + 1 };
+        most = most.max(now);
+    }
+    *gated.open.lock().unwrap() = true;
+    gated.cv.notify_all();
+    tc::wait_until(Duration::from_secs(20), || {
+        gated.got.lock().unwrap().len() >= N
+    });
+    assert_eq!(*gated.got.lock().unwrap(), sent, "{io:?}: all, in order");
+    assert!(
+        ra.unreachable.lock().unwrap().is_empty(),
+        "{io:?}: the sender's queue took the rest"
+    );
+    assert_eq!(a.stats().peers[0].sent_failures, 0, "{io:?}");
+    let stats = b.stats().peers[0].clone();
+    a.stop();
+    b.stop();
+    (most, stats)
+}
+
+/// A receiver whose worker is behind stops reading past its backlog of bytes: the rest
+/// waits in the socket and the sender's queue, nothing is dropped, and it all arrives
+/// in order once the worker goes on. Without a backlog (etcd's way) the same stream
+/// sits whole in the receive queue.
+#[test]
+fn a_stuck_worker_holds_the_streams_back_past_the_backlog() {
+    for io in io_modes() {
+        let backlog = 256 << 10;
+        let (most, stats) = stuck_worker_backlog(io, backlog);
+        // One burst of reads may land past the line before the reader looks.
+        assert!(
+            most <= (backlog + (1 << 20)) as u64,
+            "{io:?}: {most} bytes queued, backlog {backlog}"
+        );
+        assert!(stats.receive_pauses >= 1, "{io:?}: {stats:?}");
+        assert_eq!(stats.received_failures, 0, "{io:?}");
+        assert_eq!(stats.receive_queued_bytes, 0, "{io:?}: all processed");
+
+        let (most, stats) = stuck_worker_backlog(io, 0);
+        assert!(
+            most >= 4 << 20,
+            "{io:?}: {most} bytes queued with no backlog"
+        );
+        assert_eq!(stats.receive_pauses, 0, "{io:?}");
+    }
+}

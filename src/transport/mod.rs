@@ -353,6 +353,12 @@ pub struct PeerStats {
     pub dial_failures: u64,
     /// Stream connections the peer attached to our writers.
     pub stream_attaches: u64,
+    /// Times a stream reader from the peer stopped reading until the receive worker had
+    /// caught up (`QueueSizes::recv_backlog`).
+    pub receive_pauses: u64,
+    /// Bytes read from the peer's streams into messages now waiting for the receive
+    /// worker (what `QueueSizes::recv_backlog` bounds).
+    pub receive_queued_bytes: u64,
     /// Probes of the peer answered (the count of its round-trip-time histogram).
     pub probes: u64,
     /// Times the peer's receive workers moved to the CPU of the thread waking them,
@@ -732,6 +738,8 @@ impl Transport {
                 pipeline_messages: p.counters.pipeline_messages.load(Relaxed),
                 dial_failures: p.counters.dial_failures.load(Relaxed),
                 stream_attaches: p.counters.stream_attaches.load(Relaxed),
+                receive_pauses: p.counters.receive_pauses.load(Relaxed),
+                receive_queued_bytes: p.receive_queued_bytes() as u64,
                 probes: p.counters.rtt.count(),
                 worker_moves: p.worker_moves(),
             })

@@ -27,6 +27,17 @@ pub struct QueueSizes {
     pub pipeline: usize,
     /// Received messages, and received MsgProp (etcd: 4096 each).
     pub recv: usize,
+    /// Bytes of received messages waiting for the worker past which the peer's stream
+    /// readers stop reading until it has processed half of them (64 MiB; 0: never, as
+    /// etcd, whose readers read on and drop what a full queue cannot take). What is not
+    /// read waits in the socket's kernel buffer and then in the sender's queue (which
+    /// drops and reports the peer unreachable when full), so a slow worker does not make
+    /// this member hold a full queue of large messages: 4096 appends of 1 MiB would be
+    /// 4 GiB. Not lower by default: on two cores, a receive queue of a few MiB let the
+    /// worker run dry whenever the I/O thread waited for a CPU, and cost a quarter of the
+    /// 100-entry stream's throughput (docs/performance.md). Not used with
+    /// [`Raft::inline`](super::raft::Raft::inline).
+    pub recv_backlog: usize,
 }
 
 impl Default for QueueSizes {
@@ -35,6 +46,7 @@ impl Default for QueueSizes {
             stream: 4096,
             pipeline: 64,
             recv: 4096,
+            recv_backlog: 64 << 20,
         }
     }
 }
@@ -75,6 +87,9 @@ pub struct PeerCounters {
     pub dial_failures: AtomicU64,
     /// Stream connections the peer attached to our writers.
     pub stream_attaches: AtomicU64,
+    /// Times a stream reader from the peer stopped reading until the worker caught up
+    /// ([`QueueSizes::recv_backlog`]).
+    pub receive_pauses: AtomicU64,
     /// Probe round-trip times, buckets 0.1 ms · 2^k, k = 0..15.
     pub rtt: super::metrics::Histogram,
     /// Snapshots sent to the peer.
@@ -94,6 +109,7 @@ impl Default for PeerCounters {
             disconnects: AtomicU64::new(0),
             dial_failures: AtomicU64::new(0),
             stream_attaches: AtomicU64::new(0),
+            receive_pauses: AtomicU64::new(0),
             rtt: super::metrics::Histogram::exponential(0.0001, 16),
             snapshot_send: Default::default(),
             snapshot_receive: Default::default(),
@@ -199,7 +215,7 @@ impl Peer {
         v21: bool,
     ) -> (Arc<Peer>, PeerReceivers) {
         let inline = raft.inline();
-        let recvc = Arc::new(RecvQueue::new(sizes.recv));
+        let recvc = Arc::new(RecvQueue::with_backlog(sizes.recv, sizes.recv_backlog));
         let propc = Arc::new(RecvQueue::new(sizes.recv));
         let (recv, prop) = (recvc.clone(), propc.clone());
         let pipeline = WriterQueue::new(sizes.pipeline);
@@ -437,6 +453,22 @@ impl Peer {
     /// A stream reader's end of the receive queue.
     pub fn reader_pages(&self) -> ReaderPages {
         self.recvc.reader_pages()
+    }
+
+    /// Whether the worker is so far behind that a stream reader should stop reading
+    /// ([`QueueSizes::recv_backlog`]); never when processing inline.
+    pub fn receive_backlogged(&self) -> bool {
+        !self.inline && self.recvc.backlogged()
+    }
+
+    /// Bytes read from streams into messages waiting for the worker.
+    pub fn receive_queued_bytes(&self) -> usize {
+        self.recvc.queued_bytes()
+    }
+
+    /// Waits until the worker has processed half the backlog (or the queue is closed).
+    pub async fn receive_drained(&self) {
+        self.recvc.drained().await;
     }
 
     fn dropped_received(&self, m: &Message) {

@@ -16,13 +16,18 @@
 //! messages): the worker slices them and lets go of them, so their counts too are
 //! bumped from one CPU. Steady state allocates nothing.
 //!
-//! A full queue refuses what does not fit, as etcd drops on a full `recvc`.
+//! A full queue refuses what does not fit, as etcd drops on a full `recvc`. Before it
+//! is full, a reader whose queue holds more than its backlog of bytes read
+//! ([`RecvQueue::backlogged`]) stops reading until the worker has taken half of them
+//! ([`RecvQueue::drained`]): the rest waits in the kernel's socket buffer and, behind it,
+//! in the sender's queue, instead of in receive buffers and decoded pages here, which
+//! would otherwise grow (and allocate) to hold whatever depth a slow worker lets build up.
 //!
 //! While messages come one at a time, the worker is kept on the CPU of the thread that
 //! wakes it (`worker_placement`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
@@ -52,6 +57,9 @@ pub struct Page {
     /// its entries.
     ranges: PayloadRanges,
     len: usize,
+    /// Bytes read from the wire into the messages (what they pin in receive buffers, about;
+    /// see [`add_bytes`](Self::add_bytes)).
+    bytes: usize,
 }
 
 impl Page {
@@ -63,6 +71,7 @@ impl Page {
             deferred: Vec::with_capacity(PAGE_SLOTS),
             ranges: PayloadRanges::default(),
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -92,6 +101,18 @@ impl Page {
     fn add_slot(&mut self) {
         self.slots.push(Message::default());
         self.deferred.push(Deferred::default());
+    }
+
+    /// Counts `n` more bytes read from the wire into this page's messages, for the queue's
+    /// backlog. A reader adds what each decode consumed (a frame split across reads counts
+    /// in the page where each part was read).
+    pub fn add_bytes(&mut self, n: usize) {
+        self.bytes += n;
+    }
+
+    /// The bytes read into it so far ([`add_bytes`](Self::add_bytes)).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Counts the message just decoded into [`next_slot`](Self::next_slot).
@@ -129,6 +150,7 @@ impl Page {
         }
         self.ranges.clear();
         self.len = 0;
+        self.bytes = 0;
     }
 
     /// Moves out the messages `pick` selects, in order, and closes the gaps they leave.
@@ -184,9 +206,14 @@ impl Page {
             release(m);
             d.forget();
         }
+        // What the messages kept pin, in proportion (a drop of a full queue's excess).
+        if let Some(kept) = (self.bytes * from.min(self.len)).checked_div(self.len) {
+            self.bytes = kept;
+        }
         self.len = self.len.min(from);
         if self.len == 0 {
             self.ranges.clear();
+            self.bytes = 0;
         }
     }
 }
@@ -217,6 +244,8 @@ struct State {
     pages: VecDeque<Page>,
     /// Messages in `pages`.
     queued: usize,
+    /// A reader waits in [`RecvQueue::drained`].
+    reader_waits: bool,
     /// Emptied pages for the readers, holding at most `capacity` slots in all (as many
     /// shells as the queue holds messages: enough for a full queue's worth again).
     spare: Vec<Page>,
@@ -255,17 +284,34 @@ pub struct RecvQueue {
     /// Times the worker moved to its waker's CPU.
     moves: AtomicU64,
     capacity: usize,
+    /// Bytes read into the queued messages (their pages' [`Page::bytes`]); changed under
+    /// the lock, read without it by [`backlogged`](Self::backlogged).
+    queued_bytes: AtomicUsize,
+    /// Bytes queued past which readers stop reading (0: never).
+    backlog: usize,
+    /// Wakes readers waiting for the backlog to drain.
+    drained: tokio::sync::Notify,
 }
 
 impl RecvQueue {
-    /// A queue holding at most `capacity` messages.
+    /// A queue holding at most `capacity` messages, whose readers never stop reading (a
+    /// full queue drops, as etcd's does).
     pub fn new(capacity: usize) -> RecvQueue {
+        RecvQueue::with_backlog(capacity, 0)
+    }
+
+    /// A queue holding at most `capacity` messages, whose readers stop reading while it
+    /// holds more than `backlog` bytes read (0: never).
+    pub fn with_backlog(capacity: usize, backlog: usize) -> RecvQueue {
         RecvQueue {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             waker_cpu: AtomicI64::new(-1),
             moves: AtomicU64::new(0),
             capacity,
+            queued_bytes: AtomicUsize::new(0),
+            backlog,
+            drained: tokio::sync::Notify::new(),
         }
     }
 
@@ -333,10 +379,14 @@ impl RecvQueue {
                         .adopt(&page.ranges, &mut last.deferred[last.len]);
                     last.len += 1;
                 }
+                last.bytes += page.bytes;
+                self.queued_bytes.fetch_add(page.bytes, Relaxed);
                 page.len = 0;
                 page.ranges.clear();
+                page.bytes = 0;
             }
             _ => {
+                self.queued_bytes.fetch_add(page.bytes, Relaxed);
                 let fresh = st.spare_page();
                 st.pages.push_back(std::mem::replace(page, fresh));
             }
@@ -383,6 +433,12 @@ impl RecvQueue {
         loop {
             if let Some(page) = st.pages.pop_front() {
                 st.queued -= page.len();
+                let left = self.queued_bytes.load(Relaxed).saturating_sub(page.bytes);
+                self.queued_bytes.store(left, Relaxed);
+                let drained = st.reader_waits && left <= self.backlog / 2;
+                if drained {
+                    st.reader_waits = false;
+                }
                 let lone = page.len() == 1 && st.pages.is_empty();
                 let done = std::mem::replace(out, page);
                 st.keep_returned(done, self.capacity);
@@ -390,6 +446,9 @@ impl RecvQueue {
                     .placement
                     .took(slept_at.map(|t: Instant| t.elapsed()), lone);
                 drop(st);
+                if drained {
+                    self.drained.notify_waiters();
+                }
                 if check {
                     self.follow_waker();
                 }
@@ -430,10 +489,43 @@ impl RecvQueue {
         }
     }
 
-    /// Refuses further messages; the worker ends after draining what is queued.
+    /// Refuses further messages; the worker ends after draining what is queued. Readers
+    /// waiting for the backlog to drain go on (to find their messages refused).
     pub fn close(&self) {
         self.lock().closed = true;
         self.cv.notify_all();
+        self.drained.notify_waiters();
+    }
+
+    /// Whether the queue holds more than its backlog of bytes read: a reader should stop
+    /// reading until it has [`drained`](Self::drained).
+    pub fn backlogged(&self) -> bool {
+        self.backlog > 0 && self.queued_bytes.load(Relaxed) > self.backlog
+    }
+
+    /// Waits until the queue holds at most half its backlog of bytes read, or is closed.
+    /// Half, so that a reader that stopped reads a while before stopping again, and the
+    /// worker has that half to process while the reader is woken and reads.
+    pub async fn drained(&self) {
+        loop {
+            let woken = self.drained.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a wake between the two is not lost.
+            woken.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.closed || self.queued_bytes.load(Relaxed) <= self.backlog / 2 {
+                    return;
+                }
+                st.reader_waits = true;
+            }
+            woken.await;
+        }
+    }
+
+    /// Bytes read into the queued messages.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Relaxed)
     }
 
     /// Messages queued now.
@@ -737,6 +829,101 @@ mod tests {
         let mut sorted = seen.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10_000).collect::<Vec<_>>());
+    }
+
+    /// Hands the reader's page over holding `n` messages counted as `bytes` read.
+    fn push_sized(q: &RecvQueue, r: &mut ReaderPages, first: u64, n: u64, bytes: usize) {
+        for i in first..first + n {
+            *r.page.next_slot() = msg(i);
+            r.page.commit();
+        }
+        r.page.add_bytes(bytes);
+        q.push_page(r, |_| panic!("room"));
+    }
+
+    /// Polls `f` once with a waker that does nothing: whether it is ready.
+    fn ready(f: std::pin::Pin<&mut impl std::future::Future<Output = ()>>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_backlog_of_bytes_holds_readers_back_until_half_is_processed() {
+        let q = RecvQueue::with_backlog(4096, 1000);
+        let mut r = q.reader_pages();
+        // Pages of 300, 300 and 300 bytes: 900 is within the backlog.
+        for k in 0..3 {
+            push_sized(&q, &mut r, k * 10, 10, 300);
+        }
+        assert_eq!(q.queued_bytes(), 900);
+        assert!(!q.backlogged());
+        push_sized(&q, &mut r, 30, 10, 300);
+        assert!(q.backlogged(), "1200 bytes queued, backlog 1000");
+        let mut wait = std::pin::pin!(q.drained());
+        assert!(!ready(wait.as_mut()), "nothing processed yet");
+        let mut out = Page::default();
+        assert!(q.pop_page(&mut out));
+        assert_eq!(q.queued_bytes(), 900);
+        assert!(
+            !ready(wait.as_mut()),
+            "900 bytes left: more than half the backlog"
+        );
+        assert!(q.pop_page(&mut out));
+        assert_eq!(q.queued_bytes(), 600);
+        assert!(!ready(wait.as_mut()), "600 left");
+        assert!(q.pop_page(&mut out));
+        assert!(ready(wait.as_mut()), "300 left: the reader goes on");
+        assert!(!q.backlogged());
+        // Nothing was lost on the way.
+        assert!(q.pop_page(&mut out));
+        assert_eq!(indexes(&out), (30..40).collect::<Vec<_>>());
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_handover_that_joins_a_page_and_a_partial_drop_keep_the_bytes_right() {
+        let q = RecvQueue::with_backlog(25, 1 << 20);
+        let mut r = page_of(&q, 0..10);
+        r.page.clear();
+        push_sized(&q, &mut r, 0, 2, 200);
+        // Joins the last page's idle shells: its bytes go along.
+        push_sized(&q, &mut r, 2, 3, 300);
+        assert_eq!((q.len(), q.queued_bytes()), (5, 500));
+        // 40 more, 20 fit: half the page's bytes are counted.
+        for i in 5..45 {
+            *r.page.next_slot() = msg(i);
+            r.page.commit();
+        }
+        r.page.add_bytes(4000);
+        let mut dropped = 0;
+        q.push_page(&mut r, |_| dropped += 1);
+        assert_eq!(dropped, 20);
+        assert_eq!((q.len(), q.queued_bytes()), (25, 2500));
+        let mut out = Page::default();
+        while !q.is_empty() {
+            assert!(q.pop_page(&mut out));
+        }
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn closing_the_queue_lets_a_held_back_reader_go_and_no_backlog_never_holds_back() {
+        let q = RecvQueue::with_backlog(4096, 100);
+        let mut r = q.reader_pages();
+        push_sized(&q, &mut r, 0, 1, 500);
+        assert!(q.backlogged());
+        let mut wait = std::pin::pin!(q.drained());
+        assert!(!ready(wait.as_mut()));
+        q.close();
+        assert!(
+            ready(wait.as_mut()),
+            "closed: the reader goes on, to be refused"
+        );
+
+        let q = RecvQueue::new(4096);
+        let mut r = q.reader_pages();
+        push_sized(&q, &mut r, 0, 100, 1 << 30);
+        assert!(!q.backlogged(), "a backlog of 0 is none");
     }
 
     #[test]

@@ -224,6 +224,16 @@ impl IoTask for StreamReader {
                 if let Err(e) = outcome {
                     break Some(e);
                 }
+                // The worker is far behind: leave the rest in the socket until it catches
+                // up half way, rather than hold it here (see `QueueSizes::recv_backlog`).
+                if peer.receive_backlogged() {
+                    peer.counters.receive_pauses.fetch_add(1, Relaxed);
+                    tokio::select! {
+                        biased;
+                        () = peer.stopped() => break None,
+                        () = peer.receive_drained() => {}
+                    }
+                }
             };
             watcher.abort();
             resp.close();
@@ -292,6 +302,7 @@ fn decode_piece(
     peer.counters
         .received_bytes
         .fetch_add(piece.len() as u64, Relaxed);
+    let mut before = piece.len();
     // With a worker to process them, many-entry messages leave their payloads for it to
     // slice (see `codec::Deferred`); inline, this thread would slice them anyway.
     let defer = !peer.inline;
@@ -303,6 +314,8 @@ fn decode_piece(
             Decoder::Message(d) => d.decode(&mut piece, slot),
             Decoder::V1(d) => d.decode(&mut piece, slot),
         };
+        pages.page.add_bytes(before - piece.len());
+        before = piece.len();
         match frame {
             Ok(Some(info)) if info.kind == FrameKind::LinkHeartbeat => {}
             Ok(Some(_)) => {

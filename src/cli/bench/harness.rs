@@ -218,6 +218,9 @@ pub fn member(id: u64, setup: &MemberSetup) -> Result<Member, TransportError> {
     cfg.scheduling = setup.sched;
     cfg.io_thread = setup.io_thread.clone();
     cfg.socket = setup.socket;
+    if let Some(bytes) = setup.recv_backlog {
+        cfg.queues.recv_backlog = bytes;
+    }
     let transport = Transport::start(cfg, counter.clone())?;
     Ok(Member { transport, counter })
 }
@@ -238,6 +241,8 @@ pub struct MemberSetup {
     pub snap_dir: PathBuf,
     /// Options for the members' sockets.
     pub socket: SocketOptions,
+    /// The members' `QueueSizes::recv_backlog`, if not the default.
+    pub recv_backlog: Option<usize>,
 }
 
 /// The URL of `m`'s peer port.
@@ -322,15 +327,17 @@ struct Sample {
     recv_failures: u64,
     wire: u64,
     worker_moves: u64,
+    receive_pauses: u64,
 }
 
 fn sample(tx: &Member, rx: &Member) -> Sample {
-    let (mut sf, mut rf, mut moves) = (0, 0, 0);
+    let (mut sf, mut rf, mut moves, mut pauses) = (0, 0, 0, 0);
     for m in [tx, rx] {
         for p in m.transport.stats().peers {
             sf += p.sent_failures;
             rf += p.received_failures;
             moves += p.worker_moves;
+            pauses += p.receive_pauses;
         }
     }
     Sample {
@@ -342,6 +349,7 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
         recv_failures: rf,
         wire: tx.transport.wire_bytes() + rx.transport.wire_bytes(),
         worker_moves: moves,
+        receive_pauses: pauses,
     }
 }
 
@@ -364,6 +372,7 @@ fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {
     row.recv_failures = (b.recv_failures - a.recv_failures) as f64;
     row.wire_bytes_per_msg = (b.wire - a.wire) as f64 / n;
     row.worker_moves = b.worker_moves - a.worker_moves;
+    row.receive_pauses = b.receive_pauses - a.receive_pauses;
 }
 
 /// Sends `n` messages one per call, keeping `sent − processed` under `window` (resuming

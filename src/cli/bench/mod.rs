@@ -19,7 +19,7 @@ use harness::{
     latency, member, snapshots, throughput, url, wait_probed, wait_streams, LatencySample,
     MemberSetup, Source,
 };
-use rafthttp::transport::TransportError;
+use rafthttp::transport::{QueueSizes, TransportError};
 use report::{table, Report, Row, LEGEND};
 
 /// Arguments of `rafthttp bench` (counts default to the anchor's).
@@ -91,6 +91,11 @@ pub struct BenchArgs {
     /// steady state (a deep queue grows its pools for a while).
     #[arg(long)]
     pub warm: Option<u64>,
+    /// Bytes of received messages waiting for a member's worker past which its stream
+    /// readers stop reading until half are processed (`QueueSizes::recv_backlog`; 0:
+    /// never, as etcd). Unset: the transport's default (64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub recv_backlog: Option<usize>,
     /// Socket options.
     #[command(flatten)]
     pub socket: crate::cli::SocketArgs,
@@ -262,6 +267,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         epoch,
         snap_dir: dir.clone(),
         socket: args.socket.options(),
+        recv_backlog: args.recv_backlog,
     };
     let n1 = member(1, &setup)?;
     let n2 = member(2, &setup)?;
@@ -445,6 +451,13 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ("sched", args.sched.name().to_string()),
         ("io_threads", args.io_threads.name().to_string()),
         ("tcp_congestion", congestion.clone()),
+        (
+            "recv_backlog",
+            setup
+                .recv_backlog
+                .unwrap_or(QueueSizes::default().recv_backlog)
+                .to_string(),
+        ),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
         ("cpu", cpu_model()),
         (

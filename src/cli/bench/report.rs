@@ -1,5 +1,5 @@
 //! The bench's results, in the Go anchor's JSON schema (`{"meta":{…},"results":[…]}`,
-//! the same keys per row) plus `peak_rss_kib` and `worker_moves`, and its table.
+//! the same keys per row) plus `peak_rss_kib`, `worker_moves` and `receive_pauses`, and its table.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +62,10 @@ pub struct Row {
     /// (`PeerStats::worker_moves`; not in the anchor's schema).
     #[serde(default)]
     pub worker_moves: u64,
+    /// Times a stream reader stopped reading until the receive worker caught up during
+    /// the row (`PeerStats::receive_pauses`; not in the anchor's schema).
+    #[serde(default)]
+    pub receive_pauses: u64,
 }
 
 impl Row {
