@@ -179,8 +179,20 @@ impl IoTask for StreamReader {
             let failed = |e: HttpError| {
                 (!(peer.is_stopped() || (v1 && peer.term() > dial_term))).then(|| e.to_string())
             };
+            // What the last burst carried: large messages make the next read eager.
+            let mut burst = Burst::default();
             let ended = 'read: loop {
-                let piece = match resp.next().await {
+                let waiting = if burst.next_read_eager() {
+                    match resp.try_next() {
+                        Ok(Some(Some(piece))) => Ok(Some(piece)),
+                        Ok(Some(None)) => Ok(None),
+                        Ok(None) => resp.next().await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    resp.next().await
+                };
+                let piece = match waiting {
                     Ok(Some(piece)) => piece,
                     Ok(None) => break None,
                     Err(e) => break failed(e),
@@ -192,7 +204,13 @@ impl IoTask for StreamReader {
                 } else {
                     0
                 };
+                burst = Burst {
+                    bytes: piece.len(),
+                    read_ahead: read_ahead > 0,
+                    messages: 0,
+                };
                 let mut outcome = decode_piece(peer, &mut decoder, piece, &mut pages);
+                burst.messages += *outcome.as_ref().unwrap_or(&0);
                 // In a burst, what has arrived meanwhile is decoded too before the worker
                 // is woken: one hand-over (and wake-up) per burst, not per read. A few
                 // reads at most, so that the thread's other connections get their turn.
@@ -207,7 +225,9 @@ impl IoTask for StreamReader {
                     }
                     match resp.try_next() {
                         Ok(Some(Some(piece))) => {
+                            burst.bytes += piece.len();
                             outcome = decode_piece(peer, &mut decoder, piece, &mut pages);
+                            burst.messages += *outcome.as_ref().unwrap_or(&0);
                         }
                         Ok(Some(None)) => {
                             peer.deliver_page(&mut pages);
@@ -290,15 +310,43 @@ const READ_AHEAD: usize = 8;
 /// A read of at least this many bytes is taken for part of a burst, and read ahead of.
 const BURST_READ: usize = 4096;
 
+/// After a burst whose messages averaged at least this many bytes, the next read is
+/// tried at once (see [`Burst::next_read_eager`]).
+const EAGER_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// What one burst of reads (a read and the reads ahead of it) carried.
+#[derive(Clone, Copy, Debug, Default)]
+struct Burst {
+    /// Bytes read.
+    bytes: usize,
+    /// Messages decoded from them.
+    messages: usize,
+    /// Whether the first read was long enough to read ahead of (`BURST_READ`).
+    read_ahead: bool,
+}
+
+impl Burst {
+    /// Whether the next read is tried at once, before waiting through the driver: after
+    /// a burst of large messages (a bulk stream), whose next bytes are likely there. On
+    /// io_uring a read waits in the submission queue until the thread's other ready
+    /// tasks have run, and the acknowledgements of what it reads wait with it; under BBR,
+    /// which measures its bandwidth from them, a 16 KiB stream then never left its slow
+    /// mode, as described in docs/performance.md. Small messages keep the plain read:
+    /// reading them sooner made their batches smaller.
+    fn next_read_eager(&self) -> bool {
+        self.read_ahead && self.bytes >= EAGER_MESSAGE_BYTES * self.messages.max(1)
+    }
+}
+
 /// Counts `piece` and decodes every frame in it, each in place into the next slot of the
 /// reader's page (link heartbeats are dropped). Full pages are handed on; the caller hands
-/// on the last one.
+/// on the last one. Returns how many messages it decoded.
 fn decode_piece(
     peer: &Peer,
     decoder: &mut Decoder,
     mut piece: Bytes,
     pages: &mut ReaderPages,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     peer.counters
         .received_bytes
         .fetch_add(piece.len() as u64, Relaxed);
@@ -306,6 +354,7 @@ fn decode_piece(
     // With a worker to process them, many-entry messages leave their payloads for it to
     // slice (see `codec::Deferred`); inline, this thread would slice them anyway.
     let defer = !peer.inline;
+    let mut decoded = 0;
     loop {
         let (slot, deferred, ranges) = pages.page.next_slot_deferring();
         let frame = match decoder {
@@ -319,16 +368,44 @@ fn decode_piece(
         match frame {
             Ok(Some(info)) if info.kind == FrameKind::LinkHeartbeat => {}
             Ok(Some(_)) => {
+                decoded += 1;
                 pages.page.commit();
                 if pages.page.is_full() {
                     peer.deliver_page(pages);
                 }
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(decoded),
             Err(e) => {
                 tracing::warn!(remote_peer_id = %format_args!("{:x}", peer.id), error = %e, "failed to read Raft message");
                 return Err(e.to_string());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_burst_of_large_messages_makes_the_next_read_eager() {
+        let burst = |bytes, messages, read_ahead| Burst {
+            bytes,
+            messages,
+            read_ahead,
+        };
+        // 16 KiB appends, four reads of 64 KiB.
+        assert!(burst(4 * 65536, 16, true).next_read_eager());
+        // A frame split across reads: bytes, no whole message yet.
+        assert!(burst(65536, 0, true).next_read_eager());
+        // 1 KiB and 64-byte appends in the same reads.
+        assert!(!burst(4 * 65536, 256, true).next_read_eager());
+        assert!(!burst(4 * 65536, 3000, true).next_read_eager());
+        // Just under and at the line.
+        assert!(!burst(8 * 8191, 8, true).next_read_eager());
+        assert!(burst(8 * 8192, 8, true).next_read_eager());
+        // A short read (a lone message) is not a burst.
+        assert!(!burst(2000, 0, false).next_read_eager());
+        assert!(!Burst::default().next_read_eager());
     }
 }
