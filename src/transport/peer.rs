@@ -455,12 +455,6 @@ impl Peer {
         self.recvc.reader_pages()
     }
 
-    /// Whether the worker is so far behind that a stream reader should stop reading
-    /// ([`QueueSizes::recv_backlog`]); never when processing inline.
-    pub fn receive_backlogged(&self) -> bool {
-        !self.inline && self.recvc.backlogged()
-    }
-
     /// Bytes read from streams into messages waiting for the worker.
     pub fn receive_queued_bytes(&self) -> usize {
         self.recvc.queued_bytes()

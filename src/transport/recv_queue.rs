@@ -17,8 +17,8 @@
 //! bumped from one CPU. Steady state allocates nothing.
 //!
 //! A full queue refuses what does not fit, as etcd drops on a full `recvc`. Before it
-//! is full, a reader whose queue holds more than its backlog of bytes read
-//! ([`RecvQueue::backlogged`]) stops reading until the worker has taken half of them
+//! is full, a reader whose queue holds more than its backlog of bytes read after its
+//! hand-over ([`ReaderPages::backlogged`]) stops reading until the worker has taken half of them
 //! ([`RecvQueue::drained`]): the rest waits in the kernel's socket buffer and, behind it,
 //! in the sender's queue, instead of in receive buffers and decoded pages here, which
 //! would otherwise grow (and allocate) to hold whatever depth a slow worker lets build up.
@@ -27,7 +27,7 @@
 //! wakes it (`worker_placement`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
@@ -237,6 +237,18 @@ pub struct ReaderPages {
     /// The page being decoded into.
     pub page: Page,
     returned: Vec<Page>,
+    /// Whether the queue held more than its backlog after this reader's last hand-over.
+    backlogged: bool,
+}
+
+impl ReaderPages {
+    /// Whether the queue held more than its backlog of bytes read after this reader's
+    /// last hand-over ([`RecvQueue::push_page`]): it should stop reading until the queue
+    /// has [`drained`](RecvQueue::drained). Learnt under the hand-over's lock, so the
+    /// reader's check costs nothing more.
+    pub fn backlogged(&self) -> bool {
+        self.backlogged
+    }
 }
 
 #[derive(Default)]
@@ -244,6 +256,8 @@ struct State {
     pages: VecDeque<Page>,
     /// Messages in `pages`.
     queued: usize,
+    /// Bytes read into the messages in `pages` (their pages' [`Page::bytes`]).
+    queued_bytes: usize,
     /// A reader waits in [`RecvQueue::drained`].
     reader_waits: bool,
     /// Emptied pages for the readers, holding at most `capacity` slots in all (as many
@@ -284,9 +298,6 @@ pub struct RecvQueue {
     /// Times the worker moved to its waker's CPU.
     moves: AtomicU64,
     capacity: usize,
-    /// Bytes read into the queued messages (their pages' [`Page::bytes`]); changed under
-    /// the lock, read without it by [`backlogged`](Self::backlogged).
-    queued_bytes: AtomicUsize,
     /// Bytes queued past which readers stop reading (0: never).
     backlog: usize,
     /// Wakes readers waiting for the backlog to drain.
@@ -309,7 +320,6 @@ impl RecvQueue {
             waker_cpu: AtomicI64::new(-1),
             moves: AtomicU64::new(0),
             capacity,
-            queued_bytes: AtomicUsize::new(0),
             backlog,
             drained: tokio::sync::Notify::new(),
         }
@@ -343,14 +353,20 @@ impl RecvQueue {
     /// was queued, it is swapped for an emptied one, with no message moved. The pages
     /// the worker gave back are emptied first, here on the reader's thread, so that one
     /// of them is that page.
+    /// Records in `reader` whether the queue is then past its backlog
+    /// ([`ReaderPages::backlogged`]).
     pub fn push_page(&self, reader: &mut ReaderPages, dropped: impl FnMut(&Message)) {
         self.empty_returned(&mut reader.returned);
-        self.push_page_only(&mut reader.page, dropped);
+        if let Some(backlogged) = self.push_page_only(&mut reader.page, dropped) {
+            reader.backlogged = backlogged;
+        }
     }
 
-    fn push_page_only(&self, page: &mut Page, mut dropped: impl FnMut(&Message)) {
+    /// Whether the queue is past its backlog once the page is in, if the page held any
+    /// message.
+    fn push_page_only(&self, page: &mut Page, mut dropped: impl FnMut(&Message)) -> Option<bool> {
         if page.is_empty() {
-            return;
+            return None;
         }
         let mut st = self.lock();
         let room = if st.closed {
@@ -364,7 +380,7 @@ impl RecvQueue {
         }
         page.truncate(take);
         if take == 0 {
-            return;
+            return Some(self.is_backlogged(&st));
         }
         match st.pages.back_mut() {
             // A small handover joins the last queued page when its idle shells can take
@@ -380,19 +396,21 @@ impl RecvQueue {
                     last.len += 1;
                 }
                 last.bytes += page.bytes;
-                self.queued_bytes.fetch_add(page.bytes, Relaxed);
+                st.queued_bytes += page.bytes;
                 page.len = 0;
                 page.ranges.clear();
                 page.bytes = 0;
             }
             _ => {
-                self.queued_bytes.fetch_add(page.bytes, Relaxed);
+                st.queued_bytes += page.bytes;
                 let fresh = st.spare_page();
                 st.pages.push_back(std::mem::replace(page, fresh));
             }
         }
         st.queued += take;
+        let backlogged = self.is_backlogged(&st);
         self.queued_more(st);
+        Some(backlogged)
     }
 
     /// Wakes the worker, after releasing the lock, if it sleeps for want of messages.
@@ -433,9 +451,8 @@ impl RecvQueue {
         loop {
             if let Some(page) = st.pages.pop_front() {
                 st.queued -= page.len();
-                let left = self.queued_bytes.load(Relaxed).saturating_sub(page.bytes);
-                self.queued_bytes.store(left, Relaxed);
-                let drained = st.reader_waits && left <= self.backlog / 2;
+                st.queued_bytes = st.queued_bytes.saturating_sub(page.bytes);
+                let drained = st.reader_waits && st.queued_bytes <= self.backlog / 2;
                 if drained {
                     st.reader_waits = false;
                 }
@@ -486,6 +503,7 @@ impl RecvQueue {
         ReaderPages {
             page: self.lock().spare_page(),
             returned: Vec::new(),
+            backlogged: false,
         }
     }
 
@@ -500,7 +518,11 @@ impl RecvQueue {
     /// Whether the queue holds more than its backlog of bytes read: a reader should stop
     /// reading until it has [`drained`](Self::drained).
     pub fn backlogged(&self) -> bool {
-        self.backlog > 0 && self.queued_bytes.load(Relaxed) > self.backlog
+        self.is_backlogged(&self.lock())
+    }
+
+    fn is_backlogged(&self, st: &State) -> bool {
+        self.backlog > 0 && st.queued_bytes > self.backlog
     }
 
     /// Waits until the queue holds at most half its backlog of bytes read, or is closed.
@@ -514,7 +536,7 @@ impl RecvQueue {
             woken.as_mut().enable();
             {
                 let mut st = self.lock();
-                if st.closed || self.queued_bytes.load(Relaxed) <= self.backlog / 2 {
+                if st.closed || st.queued_bytes <= self.backlog / 2 {
                     return;
                 }
                 st.reader_waits = true;
@@ -525,7 +547,7 @@ impl RecvQueue {
 
     /// Bytes read into the queued messages.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Relaxed)
+        self.lock().queued_bytes
     }
 
     /// Messages queued now.
@@ -856,9 +878,10 @@ mod tests {
             push_sized(&q, &mut r, k * 10, 10, 300);
         }
         assert_eq!(q.queued_bytes(), 900);
-        assert!(!q.backlogged());
+        assert!(!q.backlogged() && !r.backlogged());
         push_sized(&q, &mut r, 30, 10, 300);
         assert!(q.backlogged(), "1200 bytes queued, backlog 1000");
+        assert!(r.backlogged(), "the reader learnt it as it handed over");
         let mut wait = std::pin::pin!(q.drained());
         assert!(!ready(wait.as_mut()), "nothing processed yet");
         let mut out = Page::default();
