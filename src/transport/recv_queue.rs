@@ -17,9 +17,9 @@
 //! bumped from one CPU. Steady state allocates nothing.
 //!
 //! A full queue refuses what does not fit, as etcd drops on a full `recvc`. Before it
-//! is full, a reader whose queue holds more than its backlog of bytes read after its
-//! hand-over ([`ReaderPages::backlogged`]) stops reading until the worker has taken half of them
-//! ([`RecvQueue::drained`]): the rest waits in the kernel's socket buffer and, behind it,
+//! is full, a reader that finds at its hand-over that the queue holds more than its
+//! backlog of bytes read ([`ReaderPages::backlogged`]) stops reading until the worker
+//! has taken half of them ([`RecvQueue::drained`]): the rest waits in the kernel's socket buffer and, behind it,
 //! in the sender's queue, instead of in receive buffers and decoded pages here, which
 //! would otherwise grow (and allocate) to hold whatever depth a slow worker lets build up.
 //!
@@ -108,11 +108,6 @@ impl Page {
     /// in the page where each part was read).
     pub fn add_bytes(&mut self, n: usize) {
         self.bytes += n;
-    }
-
-    /// The bytes read into it so far ([`add_bytes`](Self::add_bytes)).
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     /// Counts the message just decoded into [`next_slot`](Self::next_slot).
@@ -353,13 +348,15 @@ impl RecvQueue {
     /// was queued, it is swapped for an emptied one, with no message moved. The pages
     /// the worker gave back are emptied first, here on the reader's thread, so that one
     /// of them is that page.
+    ///
     /// Records in `reader` whether the queue is then past its backlog
     /// ([`ReaderPages::backlogged`]).
     pub fn push_page(&self, reader: &mut ReaderPages, dropped: impl FnMut(&Message)) {
         self.empty_returned(&mut reader.returned);
-        if let Some(backlogged) = self.push_page_only(&mut reader.page, dropped) {
-            reader.backlogged = backlogged;
-        }
+        // A reader that handed nothing over reads on; its next hand-over looks again.
+        reader.backlogged = self
+            .push_page_only(&mut reader.page, dropped)
+            .unwrap_or(false);
     }
 
     /// Whether the queue is past its backlog once the page is in, if the page held any

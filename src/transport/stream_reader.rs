@@ -183,6 +183,9 @@ impl IoTask for StreamReader {
             let mut burst = Burst::default();
             let ended = 'read: loop {
                 let waiting = if burst.next_read_eager() {
+                    // The thread's other tasks still get their turn once a burst, as a
+                    // wait would give them: a bulk stream must not keep the thread.
+                    tokio::task::yield_now().await;
                     match resp.try_next() {
                         Ok(Some(Some(piece))) => Ok(Some(piece)),
                         Ok(Some(None)) => Ok(None),
@@ -312,6 +315,7 @@ const BURST_READ: usize = 4096;
 
 /// After a burst whose messages averaged at least this many bytes, the next read is
 /// tried at once (see [`Burst::next_read_eager`]).
+///
 /// Above the 100-entry appends of 64 bytes (about 8.2 KB encoded), whose reader is bound
 /// by per-entry work, not by the socket.
 const EAGER_MESSAGE_BYTES: usize = 12 * 1024;
