@@ -337,11 +337,10 @@ fn stuck_worker_backlog(
     const N: usize = 600;
     let (a, ra) = tc::start(1, io, |_| {});
     let gated = std::sync::Arc::new(Gated::default());
-    let mut cfg = rafthttp::transport::Config::new(2, tc::CLUSTER);
-    cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    cfg.io = io;
-    cfg.queues.recv_backlog = recv_backlog;
-    let b = rafthttp::transport::Transport::start(cfg, gated.clone()).unwrap();
+    let b = tc::start_app(2, io, gated.clone(), |cfg| {
+        cfg.queues.recv_backlog = recv_backlog;
+    })
+    .unwrap();
     a.add_peer(2, &[tc::url(&b)]).unwrap();
     b.add_peer(1, &[tc::url(&a)]).unwrap();
     tc::wait_until(Duration::from_secs(10), || {

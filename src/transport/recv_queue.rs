@@ -353,17 +353,15 @@ impl RecvQueue {
     /// ([`ReaderPages::backlogged`]).
     pub fn push_page(&self, reader: &mut ReaderPages, dropped: impl FnMut(&Message)) {
         self.empty_returned(&mut reader.returned);
-        // A reader that handed nothing over reads on; its next hand-over looks again.
-        reader.backlogged = self
-            .push_page_only(&mut reader.page, dropped)
-            .unwrap_or(false);
+        reader.backlogged = self.push_page_only(&mut reader.page, dropped);
     }
 
-    /// Whether the queue is past its backlog once the page is in, if the page held any
-    /// message.
-    fn push_page_only(&self, page: &mut Page, mut dropped: impl FnMut(&Message)) -> Option<bool> {
+    /// Whether the queue is past its backlog once the page is in. An empty page (a burst
+    /// that decoded no whole message, or whose last page was handed over full) still
+    /// asks, so that the answer of an earlier hand-over is neither kept nor lost.
+    fn push_page_only(&self, page: &mut Page, mut dropped: impl FnMut(&Message)) -> bool {
         if page.is_empty() {
-            return None;
+            return self.backlogged();
         }
         let mut st = self.lock();
         let room = if st.closed {
@@ -377,7 +375,7 @@ impl RecvQueue {
         }
         page.truncate(take);
         if take == 0 {
-            return Some(self.is_backlogged(&st));
+            return self.is_backlogged(&st);
         }
         match st.pages.back_mut() {
             // A small handover joins the last queued page when its idle shells can take
@@ -407,7 +405,7 @@ impl RecvQueue {
         st.queued += take;
         let backlogged = self.is_backlogged(&st);
         self.queued_more(st);
-        Some(backlogged)
+        backlogged
     }
 
     /// Wakes the worker, after releasing the lock, if it sleeps for want of messages.
@@ -469,7 +467,7 @@ impl RecvQueue {
                 return true;
             }
             if st.closed {
-                return false;
+                return self.backlogged();
             }
             st.waiting = true;
             slept_at = Some(Instant::now());
@@ -515,7 +513,7 @@ impl RecvQueue {
     /// Whether the queue holds more than its backlog of bytes read: a reader should stop
     /// reading until it has [`drained`](Self::drained).
     pub fn backlogged(&self) -> bool {
-        self.is_backlogged(&self.lock())
+        self.backlog > 0 && self.is_backlogged(&self.lock())
     }
 
     fn is_backlogged(&self, st: &State) -> bool {
@@ -879,6 +877,11 @@ mod tests {
         push_sized(&q, &mut r, 30, 10, 300);
         assert!(q.backlogged(), "1200 bytes queued, backlog 1000");
         assert!(r.backlogged(), "the reader learnt it as it handed over");
+        q.push_page(&mut r, |_| panic!("nothing to drop"));
+        assert!(
+            r.backlogged(),
+            "an empty hand-over asks again, and still learns it"
+        );
         let mut wait = std::pin::pin!(q.drained());
         assert!(!ready(wait.as_mut()), "nothing processed yet");
         let mut out = Page::default();
@@ -894,6 +897,8 @@ mod tests {
         assert!(q.pop_page(&mut out));
         assert!(ready(wait.as_mut()), "300 left: the reader goes on");
         assert!(!q.backlogged());
+        q.push_page(&mut r, |_| panic!("nothing to drop"));
+        assert!(!r.backlogged(), "nor does it keep an old answer");
         // Nothing was lost on the way.
         assert!(q.pop_page(&mut out));
         assert_eq!(indexes(&out), (30..40).collect::<Vec<_>>());

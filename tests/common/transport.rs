@@ -131,12 +131,22 @@ pub fn try_start(
     io: IoMode,
     tweak: impl FnOnce(&mut Config),
 ) -> Result<(Transport, Arc<Recorder>), TransportError> {
+    let rec = Arc::new(Recorder::default());
+    start_app(id, io, rec.clone(), tweak).map(|t| (t, rec))
+}
+
+/// A member on 127.0.0.1 whose application is `app`, configured by `tweak`.
+pub fn start_app<R: Raft + 'static>(
+    id: u64,
+    io: IoMode,
+    app: Arc<R>,
+    tweak: impl FnOnce(&mut Config),
+) -> Result<Transport, TransportError> {
     let mut cfg = Config::new(id, CLUSTER);
     cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.io = io;
     tweak(&mut cfg);
-    let rec = Arc::new(Recorder::default());
-    Transport::start(cfg, rec.clone()).map(|t| (t, rec))
+    Transport::start(cfg, app)
 }
 
 pub fn url(t: &Transport) -> String {
