@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{
-    AtomicU64,
+    AtomicBool, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Condvar, Mutex};
@@ -42,6 +42,8 @@ pub struct Counter {
     epoch: Instant,
     snap_dir: PathBuf,
     inline: bool,
+    /// `process` waits while this is set ([`prime`]).
+    held: AtomicBool,
 }
 
 impl Counter {
@@ -58,6 +60,7 @@ impl Counter {
             epoch,
             snap_dir,
             inline,
+            held: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +97,21 @@ impl Counter {
         true
     }
 
+    /// Blocks the calling worker while the counter is held ([`prime`]).
+    #[cold]
+    fn wait_released(&self) {
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while self.held.load(Acquire) {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Lets a held worker go on.
+    fn release(&self) {
+        self.held.store(false, Release);
+        self.wake();
+    }
+
     /// Waits until `target` messages have been processed.
     fn wait_processed(&self, target: u64, timeout: Duration) -> bool {
         self.wake_at.store(target, Relaxed);
@@ -124,6 +142,9 @@ impl Raft for Counter {
     }
 
     fn process_borrowed(&self, _m: &Message) -> Result<(), ProcessError> {
+        if self.held.load(Acquire) {
+            self.wait_released();
+        }
         // The arrival time is stored before the count is published, so a waiter that
         // sees the count sees this message's time. (Pipeline messages are processed on
         // several threads at once; the count itself is an atomic add.)
@@ -407,7 +428,51 @@ fn pump(
     (0, harness)
 }
 
-/// A throughput row.
+/// Fills the receiver's queue to the window once, before a row's warm-up: its worker is
+/// held at its first message while `window − 1` messages are sent (the most the pump
+/// ever has in flight), until they have all arrived, then let go. The receive queue's
+/// pages and shells and the readers' buffers then grow, here, to the deepest queue the
+/// row can reach; without it they grow whenever the row reaches a new depth, which on a
+/// busy machine happens long after any fixed warm-up (docs/performance.md). Returns the
+/// allocations it took (both members), and 0 when the receiver processes inline (it has
+/// no receive queue, and holding its I/O thread would stall the reads instead).
+fn prime(tx: &Member, rx: &Member, src: &mut Source, window: u64) -> u64 {
+    if rx.counter.inline || window < 2 {
+        return 0;
+    }
+    let before = AllocTotals::now();
+    let base = rx.counter.processed.load(Relaxed);
+    rx.counter.held.store(true, Release);
+    let mut m = Message::default();
+    for k in 0..window - 1 {
+        src.fill(k, &mut m);
+        tx.transport.send_ref(&m);
+    }
+    // Arrived: what the receiver read and queued has stopped changing (its worker is held,
+    // the sender has nothing left in its window). Loopback moves the window in
+    // milliseconds; 100 ms of no change is all of it.
+    let received = || {
+        rx.transport.stats().peers.iter().fold((0, 0), |(b, q), p| {
+            (b + p.received_bytes, q + p.receive_queued_bytes)
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut still) = (received(), 0);
+    while still < 5 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = received();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    rx.counter.release();
+    rx.counter
+        .wait_processed(base + window - 1, Duration::from_secs(30));
+    drop(m);
+    AllocTotals::now().since(before).allocs
+}
+
+/// A throughput row. With `prime`, the receiver's queue is first filled to the window
+/// once ([`prime`]).
 #[allow(clippy::too_many_arguments)]
 pub fn throughput(
     name: &str,
@@ -420,8 +485,12 @@ pub fn throughput(
     window: u64,
     per: u64,
     size: u64,
+    prime_queue: bool,
 ) -> Row {
     let mut row = Row::new(name, path, "throughput", per, size);
+    if prime_queue {
+        row.prime_allocs = prime(tx, rx, src, window);
+    }
     if warm > 0 {
         pump(tx, rx, src, warm, window, Duration::from_secs(30));
     }

@@ -91,6 +91,13 @@ pub struct BenchArgs {
     /// steady state (a deep queue grows its pools for a while).
     #[arg(long)]
     pub warm: Option<u64>,
+    /// Skip filling each stream row's receive queue to the window once before its
+    /// warm-up. By default the receiver's worker is held while a window of messages
+    /// arrives, so that its queue's pools grow to the deepest the row can reach before it
+    /// is measured (their growth is then in the row's `prime_allocs`); with this flag they
+    /// grow in the row whenever it reaches a new depth.
+    #[arg(long)]
+    pub no_prime: bool,
     /// Bytes of received messages waiting for a member's worker past which its stream
     /// readers stop reading until half are processed (`QueueSizes::recv_backlog`; 0:
     /// never, as etcd). Unset: the transport's default (64 MiB).
@@ -274,10 +281,11 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let io = n1.transport.backend().name();
     let congestion = setup.socket.congestion_in_effect();
     eprintln!(
-        "rafthttp bench: {} I/O, {} I/O threads, window {}, {} thread scheduling, TCP congestion control {}{}",
+        "rafthttp bench: {} I/O, {} I/O threads, window {}{}, {} thread scheduling, TCP congestion control {}{}",
         io,
         args.io_threads.name(),
         args.window,
+        if args.no_prime || args.inline { "" } else { " (primed)" },
         args.sched.name(),
         congestion,
         if args.inline { ", inline" } else { "" }
@@ -327,6 +335,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 args.window,
                 per as u64,
                 size as u64,
+                !args.no_prime,
             ),
         );
         if let Source::App(s) = &src {
@@ -349,6 +358,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 args.window,
                 0,
                 0,
+                !args.no_prime,
             ),
         );
     }
@@ -420,6 +430,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 32,
                 1,
                 64,
+                false,
             ),
         );
     }
@@ -448,6 +459,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 .map_or_else(|| "anchor".to_string(), |w| w.to_string()),
         ),
         ("inline", args.inline.to_string()),
+        ("prime", (!args.no_prime).to_string()),
         ("sched", args.sched.name().to_string()),
         ("io_threads", args.io_threads.name().to_string()),
         ("tcp_congestion", congestion.clone()),

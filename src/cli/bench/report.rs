@@ -66,6 +66,10 @@ pub struct Row {
     /// the row (`PeerStats::receive_pauses`; not in the anchor's schema).
     #[serde(default)]
     pub receive_pauses: u64,
+    /// Allocations (both members) while the receiver's queue was filled to the window
+    /// before the warm-up (`--no-prime` skips it: 0); not in the anchor's schema.
+    #[serde(default)]
+    pub prime_allocs: u64,
 }
 
 impl Row {
