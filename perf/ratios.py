@@ -52,6 +52,14 @@ def main():
     ceiling = a.iperf_gbps * 1000 / 8  # MB/s
     print(f"\nMedians of {n} interleaved runs per side; loopback iperf3 ceiling {ceiling:.0f} MB/s "
           f"({a.iperf_gbps} Gbit/s, one stream); TCP congestion control {a.tcp_cc}\n")
+    # Where the host had placed the two CPUs during each of our runs (rafthttp bench's
+    # cpu_pair_rtt_ns, before/after its rows): our stream rows run 2.5-4x slower per
+    # message when a cache line takes ~330 ns between them than at ~65 ns.
+    for io in ("uring", "epoll"):
+        trips = [json.load(open(f))["meta"].get("cpu_pair_rtt_ns", "?")
+                 for f in sorted(glob.glob(os.path.join(a.dir, f"{io}-*.json")))]
+        print(f"CPU-pair cache-line round trip, ns, before/after each {io} run: {', '.join(trips)}")
+    print()
     hdr = f"{'row':<27} {'metric':<19} {'Go':>10} {'uring':>10} {'x Go':>6} {'epoll':>10} {'x Go':>6}  target        uring"
     print(hdr)
     print("-" * len(hdr))

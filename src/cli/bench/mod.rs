@@ -3,6 +3,7 @@
 //! one thread, a pacing window so that nothing drops (drops still counted), the same
 //! rows, columns and JSON schema, so that `perf/compare.sh` reads both with one parser.
 
+pub mod cpu_pair;
 pub mod harness;
 pub mod report;
 
@@ -185,6 +186,9 @@ fn write_latency_log(
     write().map_err(|e| BenchError::Write(path.clone(), e))
 }
 
+/// Round trips of the CPU-pair measurement (about 7–35 ms).
+const CPU_PAIR_TRIPS: u64 = 100_000;
+
 /// The anchor's warm-up for a row of `n` messages.
 fn anchor_warm(n: u64) -> u64 {
     (n / 10).min(2000)
@@ -266,6 +270,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         )),
         IoThreads::Own => None,
     };
+    // Where the host has placed the CPUs now, and again at the end (see `cpu_pair`).
+    let cpu_pair_before = cpu_pair::round_trip_ns(CPU_PAIR_TRIPS);
     let setup = MemberSetup {
         io: args.io,
         io_thread,
@@ -436,6 +442,14 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
+    let cpu_pair_after = cpu_pair::round_trip_ns(CPU_PAIR_TRIPS);
+    let trip = |ns: Option<f64>| ns.map_or_else(|| "-".to_string(), |ns| format!("{ns:.0}"));
+    let cpu_pair = format!("{}/{}", trip(cpu_pair_before), trip(cpu_pair_after));
+    eprintln!(
+        "rafthttp bench: a cache line's round trip between the first two CPUs: {} ns before the rows, {} ns after",
+        trip(cpu_pair_before),
+        trip(cpu_pair_after)
+    );
     let mut report = Report::default();
     for (k, v) in [
         ("impl", "rafthttp".to_string()),
@@ -460,6 +474,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ),
         ("inline", args.inline.to_string()),
         ("prime", (!args.no_prime).to_string()),
+        ("cpu_pair_rtt_ns", cpu_pair),
         ("sched", args.sched.name().to_string()),
         ("io_threads", args.io_threads.name().to_string()),
         ("tcp_congestion", congestion.clone()),
