@@ -21,6 +21,9 @@ TARGETS = {
 }
 LOWER_IS_BETTER = {"cpu_us_per_msg", "p50_us", "p99_us"}
 STREAM_ROWS = ("msgapp", "heartbeat", "latency")
+# A CPU pair whose cache-line round trip is over this is "far" (on the AMD EPYC VM of
+# docs/performance.md: 30-80 ns near, 310-440 ns far).
+FAR_NS = 150.0
 
 
 def load(d, side):
@@ -37,6 +40,10 @@ def load(d, side):
                 m[k] = statistics.median(x.get(k, 0) for x in rs)
         for k in ("report_unreachable", "send_failures", "recv_failures", "missing"):
             m[k] = max(x.get(k, 0) for x in rs)
+        # Runs of this row measured while the host had the two CPUs far apart (a cache
+        # line's round trip over FAR_NS before or after it; rafthttp bench's cpu_pair_ns).
+        m["far_runs"] = sum(1 for x in rs if max(x.get("cpu_pair_ns", [0, 0])) > FAR_NS)
+        m["runs"] = len(rs)
         med[name] = m
     return med, len(runs)
 
@@ -86,13 +93,16 @@ def main():
                 extra = ""
             print(f"{name:<27} {metric:<19} {gv:>10.1f} {vals[0]:>10.1f} {ratios[0]:>6.2f} {vals[1]:>10.1f} {ratios[1]:>6.2f}  {tgt:<13} {verdict} {extra}")
     print()
-    print(f"{'row':<27} {'allocs/msg Go':>13} {'uring':>7} {'epoll':>7} {'rss MiB uring':>14} {'epoll':>7}  drops(u/s/r/miss) uring, epoll")
+    print(f"{'row':<27} {'allocs/msg Go':>13} {'uring':>7} {'epoll':>7} {'rss MiB uring':>14} {'epoll':>7}  {'far runs u/e':>12}  drops(u/s/r/miss) uring, epoll")
     for name, g in go.items():
         u, e = sides["uring"].get(name, {}), sides["epoll"].get(name, {})
         drops = lambda r: "/".join(str(int(r.get(k, 0))) for k in ("report_unreachable", "send_failures", "recv_failures", "missing"))
         zero = "" if not name.startswith(STREAM_ROWS) else (" ok" if u.get("allocs_per_msg", 1) < 0.005 else " MISS (target 0.00)")
         print(f"{name:<27} {g.get('allocs_per_msg', 0):>13.2f} {u.get('allocs_per_msg', 0):>7.2f} {e.get('allocs_per_msg', 0):>7.2f} "
-              f"{u.get('peak_rss_kib', 0)/1024:>14.1f} {e.get('peak_rss_kib', 0)/1024:>7.1f}  {drops(u)}, {drops(e)}{zero}")
+              f"{u.get('peak_rss_kib', 0)/1024:>14.1f} {e.get('peak_rss_kib', 0)/1024:>7.1f}  "
+              f"{str(u.get('far_runs', 0)) + '/' + str(e.get('far_runs', 0)):>12}  {drops(u)}, {drops(e)}{zero}")
+    print(f"\nfar runs: our runs of the row measured while a cache line took over {FAR_NS:.0f} ns between the two CPUs "
+          "(the host had moved them apart); those run 2.5-4x slower per message (docs/performance.md)")
 
 
 if __name__ == "__main__":

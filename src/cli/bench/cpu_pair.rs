@@ -13,6 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Round trips per measurement (about 7–35 ms).
+pub const TRIPS: u64 = 100_000;
+
+/// Two measurements as a row records them (0 for one not taken).
+pub fn both(before: Option<f64>, after: Option<f64>) -> [f64; 2] {
+    [before.unwrap_or(0.0), after.unwrap_or(0.0)]
+}
+
 /// One cache line, alone on it.
 #[repr(align(128))]
 #[derive(Default)]

@@ -22,6 +22,7 @@ use rafthttp::transport::{
 use rafthttp::usage::{cpu_time, peak_rss_kib, reset_peak_rss};
 use rafthttp::workload::{heartbeat, AppSource};
 
+use super::cpu_pair;
 use super::report::Row;
 
 /// How long a waiting harness thread spins before it sleeps.
@@ -494,10 +495,12 @@ pub fn throughput(
     if warm > 0 {
         pump(tx, rx, src, warm, window, Duration::from_secs(30));
     }
+    let pair_before = cpu_pair::round_trip_ns(cpu_pair::TRIPS);
     reset_peak_rss();
     let a = sample(tx, rx);
     let (missing, harness) = pump(tx, rx, src, n, window, Duration::from_secs(30));
     let b = sample(tx, rx);
+    row.cpu_pair_ns = cpu_pair::both(pair_before, cpu_pair::round_trip_ns(cpu_pair::TRIPS));
     fill(&mut row, a, b, n, harness);
     row.missing = missing as f64;
     row.peak_rss_kib = peak_rss_kib();
@@ -526,6 +529,7 @@ pub fn latency(
     let mut samples: Vec<LatencySample> = Vec::with_capacity(n as usize);
     let mut m = Message::default();
     let (mut missing, mut harness) = (0u64, 0u64);
+    let pair_before = cpu_pair::round_trip_ns(cpu_pair::TRIPS);
     reset_peak_rss();
     let mut a = sample(tx, rx);
     let epoch = rx.counter.epoch;
@@ -554,6 +558,7 @@ pub fn latency(
         }
     }
     let b = sample(tx, rx);
+    row.cpu_pair_ns = cpu_pair::both(pair_before, cpu_pair::round_trip_ns(cpu_pair::TRIPS));
     fill(&mut row, a, b, n, harness);
     row.missing = missing as f64;
     let mut lat: Vec<u64> = samples.iter().map(|s| s.1).collect();
@@ -581,6 +586,7 @@ pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) ->
         size,
     );
     let body: Bytes = (0..size).map(|i| (i * 7) as u8).collect::<Vec<u8>>().into();
+    let pair_before = cpu_pair::round_trip_ns(cpu_pair::TRIPS);
     reset_peak_rss();
     let a = sample(tx, rx);
     let mut missing = 0;
@@ -616,6 +622,7 @@ pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) ->
         }
     }
     let b = sample(tx, rx);
+    row.cpu_pair_ns = cpu_pair::both(pair_before, cpu_pair::round_trip_ns(cpu_pair::TRIPS));
     rx.counter.remove_snapshots();
     fill(&mut row, a, b, count, 0);
     row.missing = missing as f64;

@@ -186,9 +186,6 @@ fn write_latency_log(
     write().map_err(|e| BenchError::Write(path.clone(), e))
 }
 
-/// Round trips of the CPU-pair measurement (about 7–35 ms).
-const CPU_PAIR_TRIPS: u64 = 100_000;
-
 /// The anchor's warm-up for a row of `n` messages.
 fn anchor_warm(n: u64) -> u64 {
     (n / 10).min(2000)
@@ -251,10 +248,11 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             return; // a row given no messages (--nlat 0, say) measures nothing
         }
         eprintln!(
-            "  {:<27} {:>10.0} msg/s {:>8.1} MB/s {:>7.2} allocs/msg {:>7.2} cpu-us/msg{}  drops {}/{}/{}/{}",
+            "  {:<27} {:>10.0} msg/s {:>8.1} MB/s {:>7.2} allocs/msg {:>7.2} cpu-us/msg{}  drops {}/{}/{}/{}  cpu pair {:.0}/{:.0} ns",
             r.name, r.msgs_per_sec, r.payload_mb_per_sec, r.allocs_per_msg, r.cpu_us_per_msg,
             if r.kind == "latency" { format!("  p50 {:.1}us p99 {:.1}us", r.p50_us, r.p99_us) } else { String::new() },
-            r.report_unreachable, r.send_failures, r.recv_failures, r.missing
+            r.report_unreachable, r.send_failures, r.recv_failures, r.missing,
+            r.cpu_pair_ns[0], r.cpu_pair_ns[1]
         );
         rows.push(r);
     };
@@ -271,7 +269,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         IoThreads::Own => None,
     };
     // Where the host has placed the CPUs now, and again at the end (see `cpu_pair`).
-    let cpu_pair_before = cpu_pair::round_trip_ns(CPU_PAIR_TRIPS);
+    let cpu_pair_before = cpu_pair::round_trip_ns(cpu_pair::TRIPS);
     let setup = MemberSetup {
         io: args.io,
         io_thread,
@@ -442,7 +440,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    let cpu_pair_after = cpu_pair::round_trip_ns(CPU_PAIR_TRIPS);
+    let cpu_pair_after = cpu_pair::round_trip_ns(cpu_pair::TRIPS);
     let trip = |ns: Option<f64>| ns.map_or_else(|| "-".to_string(), |ns| format!("{ns:.0}"));
     let cpu_pair = format!("{}/{}", trip(cpu_pair_before), trip(cpu_pair_after));
     eprintln!(

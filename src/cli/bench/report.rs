@@ -70,6 +70,11 @@ pub struct Row {
     /// before the warm-up (`--no-prime` skips it: 0); not in the anchor's schema.
     #[serde(default)]
     pub prime_allocs: u64,
+    /// A cache line's round trip between the first two CPUs right before and right
+    /// after the row's measured part, ns (0: not measured; see `cpu_pair`); not in the
+    /// anchor's schema.
+    #[serde(default)]
+    pub cpu_pair_ns: [f64; 2],
 }
 
 impl Row {
