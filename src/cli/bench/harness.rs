@@ -466,8 +466,18 @@ fn prime(tx: &Member, rx: &Member, src: &mut Source, window: u64) -> u64 {
         last = now;
     }
     rx.counter.release();
-    rx.counter
-        .wait_processed(base + window - 1, Duration::from_secs(30));
+    if !rx
+        .counter
+        .wait_processed(base + window - 1, Duration::from_secs(30))
+    {
+        // Not fatal: the row is measured from where the count stands, and a loss shows
+        // in its own drop counters if it goes on.
+        eprintln!(
+            "rafthttp bench: WARNING: priming: {} of {} messages arrived",
+            rx.counter.processed.load(Relaxed) - base,
+            window - 1
+        );
+    }
     drop(m);
     AllocTotals::now().since(before).allocs
 }
