@@ -15,12 +15,18 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-/// Retired buffers, oldest first, waiting for their slices to be dropped.
+/// Retired buffers, oldest first, waiting for their slices to be dropped, and the ones
+/// found free, most recently found last.
 #[derive(Debug)]
 pub(crate) struct Recycler {
     retired: VecDeque<BytesMut>,
-    /// Most retired buffers tracked; past it the oldest is let go (its memory is freed
-    /// when its last slice is).
+    /// Retired buffers found free (no slice points into them), in the order they were
+    /// found: the last came free most recently and is the one reused, so a pool grown
+    /// larger than the flow needs (a deep queue once) keeps reusing the same few, warm
+    /// buffers rather than cycling through all of them, oldest first.
+    free: VecDeque<BytesMut>,
+    /// Most buffers tracked, retired and free; past it the coldest free one, or else the
+    /// oldest retired one, is let go (its memory is freed when its last slice is).
     max_retired: usize,
     /// Free buffers kept once the application has caught up.
     keep_idle: usize,
@@ -34,11 +40,16 @@ pub(crate) struct Recycler {
 /// let go: with 64 KiB buffers, 4 MiB read while it kept up.
 const CALM_RENEWALS: u32 = 64;
 
+/// Retired buffers looked at per renewal for ones that came free: a consumer frees about
+/// one per renewal, so a few keep up with it at a few atomic loads.
+const LOOKS_PER_RENEWAL: usize = 4;
+
 impl Recycler {
     /// Tracks up to `max_retired` buffers and keeps `keep_idle` free ones when idle.
     pub(crate) const fn new(max_retired: usize, keep_idle: usize) -> Self {
         Recycler {
             retired: VecDeque::new(),
+            free: VecDeque::new(),
             max_retired,
             keep_idle,
             created: 0,
@@ -48,8 +59,8 @@ impl Recycler {
 
     /// Makes room for `room` more bytes in `buf`, keeping its contents. In place if no
     /// slice points into it any more; otherwise `buf` is retired and replaced by the
-    /// oldest free retired buffer, or by a new one of `fresh` bytes (at least what is
-    /// needed), with the contents copied over.
+    /// free buffer that came free last, or by a new one of `fresh` bytes (at least what
+    /// is needed), with the contents copied over.
     pub(crate) fn renew(&mut self, buf: &mut BytesMut, room: usize, fresh: usize) {
         if buf.capacity() - buf.len() >= room {
             return;
@@ -71,54 +82,76 @@ impl Recycler {
         buf.extend_from_slice(&old);
         // Retired even with no capacity left: a buffer read full and cut up has none, and
         // its memory comes back whole once its slices are gone. (A buffer that never had
-        // memory looks the same, and is let go at the first check that passes it over.)
+        // memory looks the same, and is let go at the first look that passes it over.)
         old.clear();
         if is_free(&mut old) {
             self.caught_up();
+            self.free.push_back(old);
         } else {
             self.calm = 0;
+            self.retired.push_back(old);
         }
-        self.retired.push_back(old);
-        if self.retired.len() > self.max_retired {
-            self.retired.pop_front();
-        }
-    }
-
-    /// Counts a renewal that found the application caught up (nothing cut earlier still
-    /// held); after [`CALM_RENEWALS`] in a row, free buffers beyond `keep_idle` are let
-    /// go. A consumer that catches up between bursts (a worker woken per batch) would
-    /// otherwise lose at every catch-up the buffers its next burst needs again.
-    fn caught_up(&mut self) {
-        self.calm = self.calm.saturating_add(1);
-        if self.calm >= CALM_RENEWALS {
-            while self.retired.len() > self.keep_idle
-                && self.retired.front_mut().is_some_and(is_free)
-            {
+        while self.retired.len() + self.free.len() > self.max_retired {
+            if self.free.pop_front().is_none() {
                 self.retired.pop_front();
             }
         }
     }
 
-    /// The oldest retired buffer if it has come free with room for `need` bytes. If it
-    /// is still pinned but the one behind it is free, slices were dropped out of turn:
-    /// the oldest is held for long (an entry kept in the application's raft log), so it
-    /// is let go (its memory is freed with its last slice) rather than left to block the
-    /// buffers behind it. Two atomic loads at most.
-    fn take_free(&mut self, need: usize) -> Option<BytesMut> {
-        if self.retired.front_mut()?.try_reclaim(need) {
-            return self.retired.pop_front();
+    /// Counts a renewal that found the application caught up (nothing cut earlier still
+    /// held); after [`CALM_RENEWALS`] in a row, free buffers beyond `keep_idle` are let
+    /// go, the coldest first. A consumer that catches up between bursts (a worker woken
+    /// per batch) would otherwise lose at every catch-up the buffers its next burst needs
+    /// again.
+    fn caught_up(&mut self) {
+        self.calm = self.calm.saturating_add(1);
+        if self.calm >= CALM_RENEWALS {
+            while self.retired.front_mut().is_some_and(is_free) {
+                if let Some(b) = self.retired.pop_front() {
+                    self.free.push_back(b);
+                }
+            }
+            while self.retired.len() + self.free.len() > self.keep_idle
+                && self.free.pop_front().is_some()
+            {}
         }
-        if self.retired.get_mut(1)?.try_reclaim(need) {
-            self.retired.pop_front();
-            return self.retired.pop_front();
+    }
+
+    /// Moves the retired buffers that came free to the free ones, looking at a few from
+    /// the oldest. If the oldest is still pinned but the one behind it is free, slices
+    /// were dropped out of turn: the oldest is held for long (an entry kept in the
+    /// application's raft log), so it is let go (its memory is freed with its last slice)
+    /// rather than left to block the buffers behind it.
+    fn harvest(&mut self) {
+        for _ in 0..LOOKS_PER_RENEWAL {
+            let Some(front) = self.retired.front_mut() else {
+                return;
+            };
+            if !is_free(front) {
+                if !self.retired.get_mut(1).is_some_and(is_free) {
+                    return;
+                }
+                self.retired.pop_front();
+            }
+            if let Some(b) = self.retired.pop_front() {
+                self.free.push_back(b);
+            }
+        }
+    }
+
+    /// The buffer that came free last, if it has room for `need` bytes.
+    fn take_free(&mut self, need: usize) -> Option<BytesMut> {
+        self.harvest();
+        if self.free.back_mut()?.try_reclaim(need) {
+            return self.free.pop_back();
         }
         None
     }
 
-    /// Buffers retired and tracked now.
+    /// Buffers tracked now, retired and free.
     #[cfg(test)]
     pub(crate) fn retired(&self) -> usize {
-        self.retired.len()
+        self.retired.len() + self.free.len()
     }
 
     /// Buffers allocated so far because no retired one was free.
@@ -195,6 +228,28 @@ mod tests {
             queue.pop_front();
         }
         assert_eq!(r.created(), warm, "renewals allocated in steady state");
+    }
+
+    #[test]
+    fn a_pool_grown_deep_reuses_the_buffers_that_came_free_last() {
+        // Ten reads held at once (a deep queue, once), then a flow that holds one at a
+        // time: the buffers it reads into should be the same few, not all ten in turn
+        // (cycling through a pool larger than the flow needs keeps it cold in the caches).
+        let mut r = Recycler::new(64, 16);
+        let mut buf = BytesMut::new();
+        let held: Vec<Bytes> = (0..10u8).map(|i| cut(&mut buf, &mut r, 64, i)).collect();
+        drop(held);
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut used = std::collections::HashSet::new();
+        for i in 0..200u32 {
+            in_flight.push_back(cut(&mut buf, &mut r, 64, i as u8));
+            used.insert(in_flight.back().map(|s| s.as_ptr() as usize));
+            if in_flight.len() > 1 {
+                in_flight.pop_front();
+            }
+        }
+        assert!(used.len() <= 3, "cycled through {} buffers", used.len());
+        assert!(r.created() <= 12, "allocated {}", r.created());
     }
 
     #[test]
