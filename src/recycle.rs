@@ -5,8 +5,12 @@
 //! pointed into cannot be written again, so it is retired and a free one taken instead.
 //! [`Recycler`] keeps the retired buffers in a FIFO: slices are consumed about in the
 //! order they were cut, so the oldest retired buffer is the first to come free, and the
-//! check per renewal is one or two atomic loads. With a bounded number of messages in
-//! flight, a steady stream then allocates nothing, however many buffers the queue pins.
+//! check per renewal is a few atomic loads. Those found free go on a stack, and the one
+//! found last is reused: a pool that once grew deep (a slow worker, the bench's priming)
+//! then keeps reusing the few buffers the flow needs, warm in the caches, rather than
+//! cycling through all of them (which cost a 100-entry stream 12% and a 16 KiB one 22%
+//! of their throughput). With a bounded number of messages in flight, a steady stream
+//! allocates nothing, however many buffers the queue pins.
 //! Memory we hold beyond what the slices pin anyway is bounded by `max_retired`, and once
 //! the application has kept up for a while (many renewals in a row found nothing cut
 //! earlier still held), free buffers beyond `keep_idle` are let go.
