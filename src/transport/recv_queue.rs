@@ -467,7 +467,7 @@ impl RecvQueue {
                 return true;
             }
             if st.closed {
-                return self.backlogged();
+                return false;
             }
             st.waiting = true;
             slept_at = Some(Instant::now());
@@ -949,6 +949,26 @@ mod tests {
         let mut r = q.reader_pages();
         push_sized(&q, &mut r, 0, 100, 1 << 30);
         assert!(!q.backlogged(), "a backlog of 0 is none");
+    }
+
+    #[test]
+    fn a_worker_ends_once_a_queue_with_a_backlog_is_closed_and_drained() {
+        // The worker takes what was queued, then learns the queue is done; on another
+        // thread, so that a worker stuck on its own lock fails the test, not hangs it.
+        let q = std::sync::Arc::new(RecvQueue::with_backlog(4096, 100));
+        let mut r = q.reader_pages();
+        push_sized(&q, &mut r, 0, 3, 500);
+        q.close();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = q.clone();
+        std::thread::spawn(move || {
+            let mut out = Page::default();
+            let first = worker.pop_page(&mut out);
+            let then = worker.pop_page(&mut out);
+            let _ = tx.send((first, then));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(got, Ok((true, false)), "the queued page, then the end");
     }
 
     #[test]
