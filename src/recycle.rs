@@ -110,11 +110,7 @@ impl Recycler {
     fn caught_up(&mut self) {
         self.calm = self.calm.saturating_add(1);
         if self.calm >= CALM_RENEWALS {
-            while self.retired.front_mut().is_some_and(is_free) {
-                if let Some(b) = self.retired.pop_front() {
-                    self.free.push_back(b);
-                }
-            }
+            while self.free_oldest() {}
             while self.retired.len() + self.free.len() > self.keep_idle
                 && self.free.pop_front().is_some()
             {}
@@ -128,19 +124,30 @@ impl Recycler {
     /// rather than left to block the buffers behind it.
     fn harvest(&mut self) {
         for _ in 0..LOOKS_PER_RENEWAL {
-            let Some(front) = self.retired.front_mut() else {
-                return;
-            };
-            if !is_free(front) {
-                if !self.retired.get_mut(1).is_some_and(is_free) {
-                    return;
-                }
-                self.retired.pop_front();
+            if self.free_oldest() {
+                continue;
             }
+            if !self.retired.get_mut(1).is_some_and(is_free) {
+                return;
+            }
+            self.retired.pop_front();
             if let Some(b) = self.retired.pop_front() {
                 self.free.push_back(b);
             }
         }
+    }
+
+    /// Moves the oldest retired buffer to the free ones if no slice points into it.
+    /// (A buffer is looked at once: [`is_free`] resets a free one to its whole memory,
+    /// after which it no longer looks free.)
+    fn free_oldest(&mut self) -> bool {
+        if !self.retired.front_mut().is_some_and(is_free) {
+            return false;
+        }
+        if let Some(b) = self.retired.pop_front() {
+            self.free.push_back(b);
+        }
+        true
     }
 
     /// The buffer that came free last, if it has room for `need` bytes.

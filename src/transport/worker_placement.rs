@@ -16,7 +16,8 @@
 //! [`STREAK`] wake-ups in a row that each found one lone message after a wait of at
 //! least [`LONG_WAIT`], so never while messages flow faster (a worker moved beside a
 //! busy I/O thread would take that thread's CPU from it). [`current_cpu`] and
-//! [`move_to`] are the two system calls.
+//! [`move_to`] are the system calls it makes ([`allowed_cpus`] and [`pin_to`], for tests
+//! and the bench, read and set a thread's CPUs the same way).
 
 use std::time::Duration;
 
@@ -86,32 +87,47 @@ pub fn move_to(cpu: usize) -> bool {
     }
 }
 
-/// Test helpers for threads' CPU sets (here, beside the system calls they mirror).
-#[cfg(test)]
-pub(crate) mod test_cpus {
-    const SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
+const CPU_SET_SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
 
-    /// The CPUs the calling thread may run on.
-    pub fn allowed() -> Vec<usize> {
-        // SAFETY: `cpu_set_t` is plain data, valid zeroed; the call writes only the set
-        // passed, of the size passed.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(libc::sched_getaffinity(0, SIZE, &mut set), 0);
+/// The CPUs the calling thread may run on, in order (`None` if the kernel will not say).
+pub fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: `cpu_set_t` is plain data, valid zeroed; the call writes only the set
+    // passed, of the size passed; `CPU_ISSET` checks its index against the set's size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, CPU_SET_SIZE, &mut set) != 0 {
+            return None;
+        }
+        Some(
             (0..libc::CPU_SETSIZE as usize)
                 .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect()
-        }
+                .collect(),
+        )
+    }
+}
+
+/// Keeps the calling thread on `cpu` alone, for good (unlike [`move_to`]). False if the
+/// kernel refuses.
+pub fn pin_to(cpu: usize) -> bool {
+    // SAFETY: as in `allowed_cpus`; `CPU_SET` checks `cpu` against the set's size.
+    unsafe {
+        let mut only: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut only);
+        libc::sched_setaffinity(0, CPU_SET_SIZE, &only) == 0
+    }
+}
+
+/// Test helpers for threads' CPU sets, failing the test where the kernel refuses.
+#[cfg(test)]
+pub(crate) mod test_cpus {
+    /// The CPUs the calling thread may run on.
+    pub fn allowed() -> Vec<usize> {
+        super::allowed_cpus().expect("sched_getaffinity")
     }
 
     /// Keeps the calling thread on `cpu` alone.
     pub fn pin(cpu: usize) {
-        // SAFETY: as in `allowed`; `CPU_SET` checks `cpu` against the set's size.
-        unsafe {
-            let mut only: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut only);
-            assert_eq!(libc::sched_setaffinity(0, SIZE, &only), 0);
-        }
+        assert!(super::pin_to(cpu), "sched_setaffinity to CPU {cpu}");
     }
 }
 

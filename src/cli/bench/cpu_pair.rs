@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rafthttp::transport::worker_placement;
+
 /// Round trips per measurement (about 7–35 ms).
 pub const TRIPS: u64 = 100_000;
 
@@ -45,29 +47,8 @@ impl Ready {
 
 /// The first two CPUs this process may run on.
 fn first_two_cpus() -> Option<(usize, usize)> {
-    // SAFETY: `cpu_set_t` is a plain bit array, valid when zeroed; the call writes only
-    // the set passed, of the size passed; `CPU_ISSET` checks its index against the set.
-    let allowed = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        set
-    };
-    let mut cpus = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE, the set's size.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) });
-    Some((cpus.next()?, cpus.next()?))
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin(cpu: usize) -> bool {
-    // SAFETY: as in `first_two_cpus`; `CPU_SET` checks `cpu` against the set's size.
-    unsafe {
-        let mut only: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut only);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only) == 0
-    }
+    let cpus = worker_placement::allowed_cpus()?;
+    Some((*cpus.first()?, *cpus.get(1)?))
 }
 
 /// Bounces a cache line `trips` times between two threads pinned to the first two CPUs
@@ -83,7 +64,7 @@ pub fn round_trip_ns(trips: u64) -> Option<f64> {
     let answerer = std::thread::Builder::new()
         .name("rafthttp-cpu-pair".into())
         .spawn(move || {
-            if !ready2.meet(1, pin(b)) {
+            if !ready2.meet(1, worker_placement::pin_to(b)) {
                 return;
             }
             for i in 0..trips {
@@ -99,7 +80,7 @@ pub fn round_trip_ns(trips: u64) -> Option<f64> {
         .ok()?;
     let measured = std::thread::scope(|s| {
         s.spawn(|| {
-            if !ready.meet(0, pin(a)) {
+            if !ready.meet(0, worker_placement::pin_to(a)) {
                 gave_up.store(true, Relaxed);
                 return None;
             }
