@@ -6,8 +6,8 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{
-    AtomicBool, AtomicU64,
-    Ordering::{AcqRel, Acquire, Relaxed, Release},
+    fence, AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst},
 };
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,11 @@ pub struct Counter {
     unreachable: AtomicU64,
     lock: Mutex<()>,
     cv: Condvar,
+    /// Threads asleep on `cv`, or about to be: [`Counter::wake`] makes its system call
+    /// only when there are some.
+    sleepers: AtomicU32,
+    /// Notifications sent to sleepers (each a system call), for tests.
+    notified: AtomicU64,
     epoch: Instant,
     snap_dir: PathBuf,
     inline: bool,
@@ -58,6 +63,8 @@ impl Counter {
             unreachable: AtomicU64::new(0),
             lock: Mutex::new(()),
             cv: Condvar::new(),
+            sleepers: AtomicU32::new(0),
+            notified: AtomicU64::new(0),
             epoch,
             snap_dir,
             inline,
@@ -65,11 +72,53 @@ impl Counter {
         })
     }
 
+    /// Wakes the threads asleep on the counter, if any. Call it after publishing what
+    /// they wait for.
+    ///
+    /// Why the check: a condition variable's notify is a system call whether or not
+    /// anyone sleeps (std's futex condvar keeps no count), and the latency rows' waiter
+    /// spins rather than sleeps; a wake-up call after every message held the worker's
+    /// CPU, where the I/O thread waited to write the next message (the anchor's
+    /// `Process` readies a goroutine, which costs no system call when its waiter spins).
     fn wake(&self) {
+        // Pairs with the fence in `sleep_until`: either this sees the sleeper, or the
+        // sleeper's check sees what the caller published before calling.
+        fence(SeqCst);
+        if self.sleepers.load(Relaxed) == 0 {
+            return;
+        }
         // Taking the lock orders this wake after a waiter's check; notifying after
         // releasing it spares the woken thread from blocking on the lock at once.
         drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()));
         self.cv.notify_all();
+        self.notified.fetch_add(1, Relaxed);
+    }
+
+    /// Sleeps on the counter until `cond` holds, re-checked on every wake-up; false
+    /// once `deadline` passes (`None`: never).
+    fn sleep_until(&self, deadline: Option<Instant>, cond: impl Fn() -> bool) -> bool {
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.sleepers.fetch_add(1, Relaxed);
+        fence(SeqCst);
+        let mut met = true;
+        while !cond() {
+            let left = match deadline {
+                Some(end) => end.saturating_duration_since(Instant::now()),
+                None => Duration::from_millis(50),
+            };
+            if left.is_zero() {
+                met = false;
+                break;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        self.sleepers.fetch_sub(1, Relaxed);
+        drop(g);
+        met
     }
 
     /// Waits until `cond` holds, re-checked on every wake-up; false on timeout. Spins
@@ -82,29 +131,13 @@ impl Counter {
             }
             std::hint::spin_loop();
         }
-        let end = Instant::now() + timeout;
-        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        while !cond() {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            g = self
-                .cv
-                .wait_timeout(g, left.min(Duration::from_millis(50)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
+        self.sleep_until(Some(Instant::now() + timeout), cond)
     }
 
     /// Blocks the calling worker while the counter is held ([`prime`]).
     #[cold]
     fn wait_released(&self) {
-        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        while self.held.load(Acquire) {
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
+        self.sleep_until(None, || !self.held.load(Acquire));
     }
 
     /// Lets a held worker go on.
@@ -638,4 +671,68 @@ pub fn snapshots(tx: &Member, rx: &Member, rx_id: u64, count: u64, size: u64) ->
     row.missing = missing as f64;
     row.peak_rss_kib = peak_rss_kib();
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> Arc<Counter> {
+        Counter::new(Instant::now(), std::env::temp_dir(), false)
+    }
+
+    #[test]
+    fn a_message_nobody_sleeps_for_wakes_nobody() {
+        let c = counter();
+        c.wake_at.store(1, Relaxed);
+        c.process_borrowed(&Message::default()).unwrap();
+        assert_eq!(c.processed.load(Relaxed), 1);
+        assert_ne!(
+            c.fired_at.load(Relaxed),
+            0,
+            "the armed message's time is kept"
+        );
+        assert_eq!(c.wake_at.load(Relaxed), 0, "the target is disarmed");
+        assert_eq!(c.notified.load(Relaxed), 0, "no system call for nobody");
+    }
+
+    #[test]
+    fn a_sleeping_waiter_is_notified_by_the_message_it_waits_for() {
+        let c = counter();
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait_processed(1, Duration::from_secs(10)))
+        };
+        // The waiter counts itself under the lock before its check, so once it is
+        // counted, the wake must reach it.
+        let end = Instant::now() + Duration::from_secs(10);
+        while c.sleepers.load(SeqCst) == 0 {
+            assert!(Instant::now() < end, "the waiter never went to sleep");
+            std::thread::yield_now();
+        }
+        c.process_borrowed(&Message::default()).unwrap();
+        assert!(waiter.join().unwrap(), "the waiter saw its message");
+        assert_eq!(c.notified.load(Relaxed), 1);
+        assert_eq!(c.sleepers.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_held_worker_sleeps_until_released() {
+        let c = counter();
+        c.held.store(true, Release);
+        let worker = {
+            let c = c.clone();
+            std::thread::spawn(move || c.process_borrowed(&Message::default()))
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while c.sleepers.load(SeqCst) == 0 {
+            assert!(Instant::now() < end, "the worker never went to sleep");
+            std::thread::yield_now();
+        }
+        assert_eq!(c.processed.load(Relaxed), 0, "held: nothing processed");
+        c.release();
+        worker.join().unwrap().unwrap();
+        assert_eq!(c.processed.load(Relaxed), 1);
+        assert_eq!(c.notified.load(Relaxed), 1);
+    }
 }
