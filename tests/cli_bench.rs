@@ -113,6 +113,16 @@ fn check(io: &str) {
         ] {
             assert_eq!(r[key].as_f64(), Some(0.0), "{name}: {key} in {r}");
         }
+        if name.starts_with("latency") {
+            // One message at a time: the receive worker sleeps between them (it looks
+            // again before sleeping only in a flow), and every sleep is counted.
+            let (sleeps, msgs) = (r["worker_sleeps"].as_u64(), r["msgs"].as_u64());
+            let (sleeps, msgs) = (sleeps.unwrap_or(0), msgs.unwrap_or(0));
+            assert!(
+                msgs > 0 && sleeps >= msgs / 2,
+                "{name} on {io}: the worker slept {sleeps} times for {msgs} lone messages"
+            );
+        }
         let allocs = r["allocs_per_msg"].as_f64().unwrap_or(f64::NAN);
         assert!(
             allocs < 0.005,

@@ -364,6 +364,9 @@ pub struct PeerStats {
     /// Times the peer's receive workers moved to the CPU of the thread waking them,
     /// while messages came one at a time (`worker_placement`).
     pub worker_moves: u64,
+    /// Times the peer's receive workers slept for want of messages (each costs the
+    /// thread that wakes it a system call; `recv_queue::FLOW_YIELDS`).
+    pub worker_sleeps: u64,
 }
 
 /// Transport-wide figures.
@@ -742,6 +745,7 @@ impl Transport {
                 receive_queued_bytes: p.receive_queued_bytes() as u64,
                 probes: p.counters.rtt.count(),
                 worker_moves: p.worker_moves(),
+                worker_sleeps: p.worker_sleeps(),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -192,6 +192,11 @@ impl Peer {
         self.recvc.worker_moves() + self.propc.worker_moves()
     }
 
+    /// Times the peer's receive workers slept for want of messages.
+    pub fn worker_sleeps(&self) -> u64 {
+        self.recvc.worker_sleeps() + self.propc.worker_sleeps()
+    }
+
     /// A peer `id` at `urls`, as seen by `local`, with etcd 3 routing.
     pub fn new(
         local: u64,

@@ -391,16 +391,18 @@ struct Sample {
     recv_failures: u64,
     wire: u64,
     worker_moves: u64,
+    worker_sleeps: u64,
     receive_pauses: u64,
 }
 
 fn sample(tx: &Member, rx: &Member) -> Sample {
-    let (mut sf, mut rf, mut moves, mut pauses) = (0, 0, 0, 0);
+    let (mut sf, mut rf, mut moves, mut sleeps, mut pauses) = (0, 0, 0, 0, 0);
     for m in [tx, rx] {
         for p in m.transport.stats().peers {
             sf += p.sent_failures;
             rf += p.received_failures;
             moves += p.worker_moves;
+            sleeps += p.worker_sleeps;
             pauses += p.receive_pauses;
         }
     }
@@ -413,6 +415,7 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
         recv_failures: rf,
         wire: tx.transport.wire_bytes() + rx.transport.wire_bytes(),
         worker_moves: moves,
+        worker_sleeps: sleeps,
         receive_pauses: pauses,
     }
 }
@@ -436,6 +439,7 @@ fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {
     row.recv_failures = (b.recv_failures - a.recv_failures) as f64;
     row.wire_bytes_per_msg = (b.wire - a.wire) as f64 / n;
     row.worker_moves = b.worker_moves - a.worker_moves;
+    row.worker_sleeps = b.worker_sleeps - a.worker_sleeps;
     row.receive_pauses = b.receive_pauses - a.receive_pauses;
 }
 

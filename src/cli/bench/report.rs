@@ -1,5 +1,6 @@
 //! The bench's results, in the Go anchor's JSON schema (`{"meta":{…},"results":[…]}`,
-//! the same keys per row) plus `peak_rss_kib`, `worker_moves` and `receive_pauses`, and its table.
+//! the same keys per row) plus `peak_rss_kib`, `worker_moves`, `worker_sleeps` and
+//! `receive_pauses`, and its table.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +63,10 @@ pub struct Row {
     /// (`PeerStats::worker_moves`; not in the anchor's schema).
     #[serde(default)]
     pub worker_moves: u64,
+    /// Times a receive worker slept for want of messages during the row
+    /// (`PeerStats::worker_sleeps`; not in the anchor's schema).
+    #[serde(default)]
+    pub worker_sleeps: u64,
     /// Times a stream reader stopped reading until the receive worker caught up during
     /// the row (`PeerStats::receive_pauses`; not in the anchor's schema).
     #[serde(default)]
