@@ -52,7 +52,7 @@ pub const PAGE_SLOTS: usize = 128;
 /// context switches; on two vCPUs the worker and the I/O thread that feeds it often
 /// share a CPU, and a yield lets that thread hand the next page over at once. On the
 /// AMD VM of docs/performance.md (fourteenth session), by default on io_uring: 1x64B
-/// 13.1–13.3 against 10.2–10.4 M msgs/s, heartbeat 13.6–14.6 against 10.2–10.8 M, the
+/// 10.9–13.3 against 8.6–10.4 M msgs/s, heartbeat 13.6–14.6 against 9.8–10.8 M, the
 /// rest within the spread. A lone message (the latency rows, an idle cluster's
 /// heartbeats) is not a flow: the worker sleeps at once, so an idle member does not
 /// spin, and a lone message's hand-off costs no more than before.
@@ -467,7 +467,7 @@ impl RecvQueue {
     pub fn pop_page(&self, out: &mut Page) -> bool {
         let mut st = self.lock();
         let mut slept_at = None;
-        let mut yields = 0;
+        let mut looks = 0;
         loop {
             if let Some(page) = st.pages.pop_front() {
                 st.queued -= page.len();
@@ -495,8 +495,8 @@ impl RecvQueue {
             if st.closed {
                 return false;
             }
-            if st.flowing && yields < FLOW_YIELDS {
-                yields += 1;
+            if st.flowing && looks < FLOW_YIELDS {
+                looks += 1;
                 self.yields.fetch_add(1, Relaxed);
                 drop(st);
                 std::thread::yield_now();
