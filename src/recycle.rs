@@ -161,7 +161,7 @@ impl Recycler {
 
     /// Buffers tracked now, retired and free.
     #[cfg(test)]
-    pub(crate) fn retired(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.retired.len() + self.free.len()
     }
 
@@ -197,9 +197,9 @@ mod tests {
         let mut r = Recycler::new(8, 2);
         let mut buf = BytesMut::new();
         drop(cut(&mut buf, &mut r, 40, 1));
-        let retired = r.retired();
+        let tracked = r.tracked();
         drop(cut(&mut buf, &mut r, 40, 2));
-        assert_eq!((r.created(), r.retired()), (1, retired));
+        assert_eq!((r.created(), r.tracked()), (1, tracked));
     }
 
     #[test]
@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(&buf[..], b"ame-");
         assert!(buf.capacity() - buf.len() >= 100);
         assert_eq!(&held[..], b"fr");
-        assert_eq!(r.retired(), 1);
+        assert_eq!(r.tracked(), 1);
     }
 
     #[test]
@@ -318,9 +318,9 @@ mod tests {
             r.renew(&mut buf, 64, 64);
         }
         assert!(
-            r.retired() <= 4,
+            r.tracked() <= 4,
             "retired buffers piled up: {}",
-            r.retired()
+            r.tracked()
         );
         assert!(kept.iter().all(|&x| x == 0xAA));
     }
@@ -334,16 +334,16 @@ mod tests {
             held.push(cut(&mut buf, &mut r, 40, i as u8));
             r.renew(&mut buf, 64, 64);
         }
-        assert_eq!(r.retired(), 8, "at most max_retired are tracked");
+        assert_eq!(r.tracked(), 8, "at most max_retired are tracked");
         drop(held);
         // Caught up: once enough renewals in a row find nothing held, the free buffers
         // beyond `keep_idle` go.
         for i in 0..CALM_RENEWALS {
-            assert_eq!(r.retired(), 8, "let go too early, after {i} calm renewals");
+            assert_eq!(r.tracked(), 8, "let go too early, after {i} calm renewals");
             drop(cut(&mut buf, &mut r, 40, i as u8));
             r.renew(&mut buf, 64, 64);
         }
-        assert!(r.retired() <= 3, "free buffers kept: {}", r.retired());
+        assert!(r.tracked() <= 3, "free buffers kept: {}", r.tracked());
     }
 
     #[test]

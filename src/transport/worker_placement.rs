@@ -61,17 +61,19 @@ pub fn current_cpu() -> Option<usize> {
     usize::try_from(cpu).ok()
 }
 
+/// Bytes of a CPU set, as the affinity calls take it.
+const CPU_SET_SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
+
 /// Moves the calling thread to `cpu`, then gives it back the CPUs it was allowed
 /// before, so the kernel places it as it did from there on. False (and nothing
 /// changed) if `cpu` is not one of those or the kernel refuses.
 pub fn move_to(cpu: usize) -> bool {
-    let size = std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: `cpu_set_t` is a plain bit array, valid when zeroed; the calls read or
     // write only the sets passed, of the size passed; `CPU_SET`/`CPU_ISSET` check
     // `cpu` against the set's size.
     unsafe {
         let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size, &mut allowed) != 0
+        if libc::sched_getaffinity(0, CPU_SET_SIZE, &mut allowed) != 0
             || cpu >= libc::CPU_SETSIZE as usize
             || !libc::CPU_ISSET(cpu, &allowed)
         {
@@ -79,15 +81,13 @@ pub fn move_to(cpu: usize) -> bool {
         }
         let mut only: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut only);
-        if libc::sched_setaffinity(0, size, &only) != 0 {
+        if libc::sched_setaffinity(0, CPU_SET_SIZE, &only) != 0 {
             return false;
         }
         // The thread is on `cpu` now; allowing the rest again does not move it.
-        libc::sched_setaffinity(0, size, &allowed) == 0
+        libc::sched_setaffinity(0, CPU_SET_SIZE, &allowed) == 0
     }
 }
-
-const CPU_SET_SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
 
 /// The CPUs the calling thread may run on, in order (`None` if the kernel will not say).
 pub fn allowed_cpus() -> Option<Vec<usize>> {
