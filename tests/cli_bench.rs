@@ -122,6 +122,14 @@ fn check(io: &str) {
                 msgs > 0 && sleeps >= msgs / 2,
                 "{name} on {io}: the worker slept {sleeps} times for {msgs} lone messages"
             );
+            // Each lone message makes its reader linger, and each linger ends in the
+            // next message found or in a wait through the driver.
+            let hits = r["linger_hits"].as_u64().unwrap_or(0);
+            let misses = r["linger_misses"].as_u64().unwrap_or(0);
+            assert!(
+                hits + misses + 1 >= msgs,
+                "{name} on {io}: {hits} lingers found the next message and {misses} ran out, for {msgs} lone messages"
+            );
         }
         let allocs = r["allocs_per_msg"].as_f64().unwrap_or(f64::NAN);
         assert!(

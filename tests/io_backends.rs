@@ -309,3 +309,74 @@ fn try_write_sends_what_the_socket_takes_on_uring() {
     let (first, total) = block_on(IoBackend::Uring, TryWrite).unwrap();
     assert_eq!(total, first + 1000);
 }
+
+/// A task that lingers ([`Looks`]) for a long while must not hold back what the
+/// thread's other tasks wait for: here a read queued just before the linger began (on
+/// io_uring, queued for submission but not yet submitted, which only a driver turn
+/// does), whose bytes arrive during it. Returns how long after the bytes were sent the
+/// read ended, if it did before the linger ran out.
+struct LingerHoldsNothingBack;
+
+const LONG_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl IoTask for LingerHoldsNothingBack {
+    type Output = Option<std::time::Duration>;
+
+    async fn run<B: Backend>(self) -> Option<std::time::Duration> {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        use std::time::{Duration, Instant};
+        let (client, server) = connected::<B>().await;
+        let read_at: Rc<Cell<Option<Instant>>> = Rc::default();
+        let reader = {
+            let read_at = read_at.clone();
+            tokio::task::spawn_local(async move {
+                let (r, _) = server.read(BytesMut::with_capacity(64)).await;
+                assert_eq!(r.unwrap(), 1);
+                read_at.set(Some(Instant::now()));
+            })
+        };
+        // The reader queues its read; a yield does not submit it on io_uring.
+        tokio::task::yield_now().await;
+        let mut looks = rafthttp::io::Looks::new(LONG_LINGER, Instant::now());
+        let send_at = Instant::now() + Duration::from_millis(20);
+        let mut sent_at = None;
+        while read_at.get().is_none() && looks.again::<B>().await {
+            if sent_at.is_none() && Instant::now() >= send_at {
+                assert_eq!(client.try_write(b"x").unwrap(), 1);
+                sent_at = Some(Instant::now());
+            }
+        }
+        let took = match (sent_at, read_at.get()) {
+            (Some(sent), Some(read)) => Some(read - sent),
+            _ => None,
+        };
+        reader.abort();
+        client.shutdown().unwrap();
+        took
+    }
+}
+
+fn linger_holds_nothing_back_on(backend: IoBackend) {
+    let took = block_on(backend, LingerHoldsNothingBack).unwrap();
+    let took =
+        took.unwrap_or_else(|| panic!("{backend}: the read waited out the {LONG_LINGER:?} linger"));
+    assert!(
+        took < LONG_LINGER / 4,
+        "{backend}: the read ended {took:?} after its bytes were sent"
+    );
+}
+
+#[test]
+fn a_linger_holds_nothing_back_on_epoll() {
+    linger_holds_nothing_back_on(IoBackend::Epoll);
+}
+
+#[test]
+fn a_linger_holds_nothing_back_on_uring() {
+    if rafthttp::io::probe_uring().is_err() {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    }
+    linger_holds_nothing_back_on(IoBackend::Uring);
+}

@@ -778,3 +778,37 @@ fn on_its_own_io_thread_a_transport_is_refused_a_start_and_stops_without_waiting
         assert_eq!(Arc::strong_count(&thread), 1, "{io:?}");
     }
 }
+
+#[test]
+fn after_a_lone_message_a_reader_lingers_and_finds_the_next_one_itself() {
+    for io in io_modes() {
+        for linger in [Duration::from_secs(2), Duration::ZERO] {
+            let (a, ra) = start(1, io, |_| {});
+            let (b, rb) = start(2, io, |c| c.linger = linger);
+            a.add_peer(2, &[url(&b)]).unwrap();
+            b.add_peer(1, &[url(&a)]).unwrap();
+            wait_until(Duration::from_secs(10), || {
+                tc::streams_up(&a) && tc::streams_up(&b)
+            });
+            // One at a time, each well within the linger of the one before.
+            for k in 1..=20 {
+                a.send(&[app(1, 2, k as u64)]);
+                assert_eq!(rb.wait_for(k, Duration::from_secs(5)), k, "{io:?}");
+            }
+            // The lingering reader's thread still serves everything else meanwhile.
+            b.send(&[app(2, 1, 100)]);
+            assert_eq!(ra.wait_for(1, Duration::from_secs(1)), 1, "{io:?}");
+            let (hits, misses) = b.stats().peers[0].linger_hits_misses;
+            if linger.is_zero() {
+                assert_eq!((hits, misses), (0, 0), "{io:?}: no linger, none counted");
+            } else {
+                assert!(
+                    hits >= 19 && misses == 0,
+                    "{io:?}: {hits} messages found lingering, {misses} lingers ran out"
+                );
+            }
+            a.stop();
+            b.stop();
+        }
+    }
+}

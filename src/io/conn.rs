@@ -94,6 +94,11 @@ pub trait Backend: 'static {
         addr: SocketAddr,
         opts: &SocketOptions,
     ) -> impl Future<Output = io::Result<Self::Conn>>;
+
+    /// One pass through the driver that never sleeps: the thread's other ready tasks run,
+    /// operations queued for the kernel are submitted and what has completed or become
+    /// ready is collected, then the caller goes on (see [`super::linger`]).
+    fn turn() -> impl Future<Output = ()>;
 }
 
 /// Builds a listening socket the way both drivers want it, with `opts` set before it

@@ -10,6 +10,7 @@
 mod conn;
 pub mod deadline;
 mod epoll;
+pub mod linger;
 pub mod pool;
 pub mod sched;
 pub mod socket_options;
@@ -19,6 +20,7 @@ mod uring;
 pub use conn::{Backend, Conn, Listener};
 pub use deadline::{Deadline, Timeouts};
 pub use epoll::{Epoll, EpollConn, EpollListener};
+pub use linger::{Looks, DEFAULT_LINGER};
 pub use pool::{BufferPool, PoolStats};
 pub use sched::ThreadScheduling;
 pub use socket_options::{BadCongestionName, CongestionName, SocketOptions};

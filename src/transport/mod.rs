@@ -44,7 +44,7 @@ use crate::http::server::{listen_all, Server, ServerConfig};
 use crate::http::write::HeaderValue;
 use crate::io::{
     choose_backend, Backend, BufferPool, IoBackend, IoError, IoMode, IoTask, IoThread,
-    SocketOptions, ThreadScheduling, Timeouts,
+    SocketOptions, ThreadScheduling, Timeouts, DEFAULT_LINGER,
 };
 use crate::limits::Limits;
 use crate::raftpb::Message;
@@ -84,6 +84,11 @@ pub struct Config {
     /// Scheduling policy of the I/O thread ([`ThreadScheduling::Batch`]: it does not
     /// preempt the application thread that wakes it to send; see [`crate::io::sched`]).
     pub scheduling: ThreadScheduling,
+    /// How long a stream reader looks for the next message itself after a lone one,
+    /// between the I/O thread's other tasks, before it waits through the driver
+    /// ([`DEFAULT_LINGER`], 30 µs; zero: it waits at once). The answer to a message, or
+    /// the next one, then finds the thread awake (see [`crate::io::linger`]).
+    pub linger: Duration,
     /// An I/O thread to run on instead of starting one (`None`, the default: the
     /// transport starts its own). Transports in one process (raft groups, the members
     /// of a test cluster) may share one, as Go's transports share its runtime: a
@@ -152,6 +157,7 @@ impl Config {
             probe_interval: timeouts.read.saturating_sub(Duration::from_secs(1)),
             routes: ExtraRoutes::default(),
             scheduling: ThreadScheduling::default(),
+            linger: DEFAULT_LINGER,
             io_thread: None,
             socket: SocketOptions::default(),
         }
@@ -367,6 +373,9 @@ pub struct PeerStats {
     /// Times the peer's receive workers slept for want of messages (each costs the
     /// thread that wakes it a system call; `recv_queue::FLOW_YIELDS`).
     pub worker_sleeps: u64,
+    /// Times a stream reader from the peer, lingering after a lone message, found the
+    /// next one itself, and times its linger ran out ([`Config::linger`]).
+    pub linger_hits_misses: (u64, u64),
 }
 
 /// Transport-wide figures.
@@ -746,6 +755,10 @@ impl Transport {
                 probes: p.counters.rtt.count(),
                 worker_moves: p.worker_moves(),
                 worker_sleeps: p.worker_sleeps(),
+                linger_hits_misses: (
+                    p.counters.linger_hits.load(Relaxed),
+                    p.counters.linger_misses.load(Relaxed),
+                ),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

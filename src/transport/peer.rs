@@ -90,6 +90,11 @@ pub struct PeerCounters {
     /// Times a stream reader from the peer stopped reading until the worker caught up
     /// ([`QueueSizes::recv_backlog`]).
     pub receive_pauses: AtomicU64,
+    /// Times a stream reader from the peer, lingering after a lone message, found the
+    /// next one itself ([`Config::linger`](super::Config::linger)).
+    pub linger_hits: AtomicU64,
+    /// Times such a linger ran out, and the reader waited through the driver.
+    pub linger_misses: AtomicU64,
     /// Probe round-trip times, buckets 0.1 ms · 2^k, k = 0..15.
     pub rtt: super::metrics::Histogram,
     /// Snapshots sent to the peer.
@@ -110,6 +115,8 @@ impl Default for PeerCounters {
             dial_failures: AtomicU64::new(0),
             stream_attaches: AtomicU64::new(0),
             receive_pauses: AtomicU64::new(0),
+            linger_hits: AtomicU64::new(0),
+            linger_misses: AtomicU64::new(0),
             rtt: super::metrics::Histogram::exponential(0.0001, 16),
             snapshot_send: Default::default(),
             snapshot_receive: Default::default(),

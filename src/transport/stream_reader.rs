@@ -19,7 +19,7 @@ use crate::codec::{FrameKind, MessageStreamDecoder, MsgAppV1Decoder, MsgAppV2Dec
 use crate::http::client::Client;
 use crate::http::io::HttpError;
 use crate::http::write::HeaderValue;
-use crate::io::{Backend, BufferPool, Conn, IoTask};
+use crate::io::{linger, Backend, BufferPool, Conn, IoTask};
 use crate::version::{StreamType, Version};
 
 /// The reader of one stream type from one peer; runs until the peer stops.
@@ -192,6 +192,27 @@ impl IoTask for StreamReader {
                         Ok(None) => resp.next().await,
                         Err(e) => Err(e),
                     }
+                } else if burst.lone() && !cfg.linger.is_zero() {
+                    // After a lone message the next one is looked for between the
+                    // thread's other tasks for a while (see `io::linger`): it is then read
+                    // as soon as it is there, with neither a wake-up nor the driver's
+                    // round trip to report it.
+                    let mut looks = linger::Looks::new(cfg.linger, std::time::Instant::now());
+                    loop {
+                        match resp.try_next() {
+                            Ok(Some(Some(piece))) => {
+                                peer.counters.linger_hits.fetch_add(1, Relaxed);
+                                break Ok(Some(piece));
+                            }
+                            Ok(Some(None)) => break Ok(None),
+                            Ok(None) if looks.again::<B>().await => {}
+                            Ok(None) => {
+                                peer.counters.linger_misses.fetch_add(1, Relaxed);
+                                break resp.next().await;
+                            }
+                            Err(e) => break Err(e),
+                        }
+                    }
                 } else {
                     resp.next().await
                 };
@@ -341,6 +362,12 @@ impl Burst {
     /// reading them sooner made their batches smaller.
     fn next_read_eager(&self) -> bool {
         self.read_ahead && self.bytes >= EAGER_MESSAGE_BYTES * self.messages.max(1)
+    }
+
+    /// Whether it was one message, read alone: no flow, whose next read should wait for
+    /// the driver to gather more, and no idle link's heartbeat (see the linger in `run`).
+    fn lone(&self) -> bool {
+        !self.read_ahead && self.messages == 1
     }
 }
 

@@ -280,6 +280,7 @@ pub fn member(id: u64, setup: &MemberSetup) -> Result<Member, TransportError> {
     cfg.listen = vec!["127.0.0.1:0".parse().expect("address")];
     cfg.io = setup.io;
     cfg.scheduling = setup.sched;
+    cfg.linger = setup.linger;
     cfg.io_thread = setup.io_thread.clone();
     cfg.socket = setup.socket;
     if let Some(bytes) = setup.recv_backlog {
@@ -299,6 +300,8 @@ pub struct MemberSetup {
     pub inline: bool,
     /// Their I/O threads' scheduling (when they start their own).
     pub sched: ThreadScheduling,
+    /// Their stream readers' linger.
+    pub linger: Duration,
     /// The time latencies are measured from.
     pub epoch: Instant,
     /// Where received snapshots are saved.
@@ -393,10 +396,13 @@ struct Sample {
     worker_moves: u64,
     worker_sleeps: u64,
     receive_pauses: u64,
+    linger_hits: u64,
+    linger_misses: u64,
 }
 
 fn sample(tx: &Member, rx: &Member) -> Sample {
     let (mut sf, mut rf, mut moves, mut sleeps, mut pauses) = (0, 0, 0, 0, 0);
+    let (mut hits, mut misses) = (0, 0);
     for m in [tx, rx] {
         for p in m.transport.stats().peers {
             sf += p.sent_failures;
@@ -404,6 +410,8 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
             moves += p.worker_moves;
             sleeps += p.worker_sleeps;
             pauses += p.receive_pauses;
+            hits += p.linger_hits_misses.0;
+            misses += p.linger_hits_misses.1;
         }
     }
     Sample {
@@ -417,6 +425,8 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
         worker_moves: moves,
         worker_sleeps: sleeps,
         receive_pauses: pauses,
+        linger_hits: hits,
+        linger_misses: misses,
     }
 }
 
@@ -441,6 +451,8 @@ fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {
     row.worker_moves = b.worker_moves - a.worker_moves;
     row.worker_sleeps = b.worker_sleeps - a.worker_sleeps;
     row.receive_pauses = b.receive_pauses - a.receive_pauses;
+    row.linger_hits = b.linger_hits - a.linger_hits;
+    row.linger_misses = b.linger_misses - a.linger_misses;
 }
 
 /// Sends `n` messages one per call, keeping `sent − processed` under `window` (resuming

@@ -74,6 +74,11 @@ pub struct BenchArgs {
     /// not preempt the thread that wakes them to send) or normal (the kernel's default).
     #[arg(long, default_value = "batch")]
     pub sched: ThreadScheduling,
+    /// Microseconds a stream reader looks for the next message itself after a lone one
+    /// before it waits through the driver (`Config::linger`; 0: it waits at once).
+    /// Unset: the transport's default (`io::DEFAULT_LINGER`, 30)
+    #[arg(long = "linger-us")]
+    pub linger_us: Option<u64>,
     /// I/O threads: shared (the default: the members run on one I/O thread, as the
     /// anchor's two transports run on one Go runtime) or own (each member starts its
     /// own, as a transport does unless given one).
@@ -107,6 +112,14 @@ pub struct BenchArgs {
     /// Socket options.
     #[command(flatten)]
     pub socket: crate::cli::SocketArgs,
+}
+
+impl BenchArgs {
+    /// The stream readers' linger: `--linger-us`, or the transport's default.
+    pub fn linger(&self) -> Duration {
+        self.linger_us
+            .map_or(rafthttp::io::DEFAULT_LINGER, Duration::from_micros)
+    }
 }
 
 /// Why the bench failed.
@@ -275,6 +288,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         io_thread,
         inline: args.inline,
         sched: args.sched,
+        linger: args.linger(),
         epoch,
         snap_dir: dir.clone(),
         socket: args.socket.options(),
@@ -285,12 +299,13 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let io = n1.transport.backend().name();
     let congestion = setup.socket.congestion_in_effect();
     eprintln!(
-        "rafthttp bench: {} I/O, {} I/O threads, window {}{}, {} thread scheduling, TCP congestion control {}{}",
+        "rafthttp bench: {} I/O, {} I/O threads, window {}{}, {} thread scheduling, linger {} us, TCP congestion control {}{}",
         io,
         args.io_threads.name(),
         args.window,
         if args.no_prime || args.inline { "" } else { " (primed)" },
         args.sched.name(),
+        args.linger().as_micros(),
         congestion,
         if args.inline { ", inline" } else { "" }
     );
@@ -474,6 +489,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ("prime", (!args.no_prime).to_string()),
         ("cpu_pair_rtt_ns", cpu_pair),
         ("sched", args.sched.name().to_string()),
+        ("linger_us", args.linger().as_micros().to_string()),
         ("io_threads", args.io_threads.name().to_string()),
         ("tcp_congestion", congestion.clone()),
         (

@@ -1,6 +1,6 @@
 //! The bench's results, in the Go anchor's JSON schema (`{"meta":{…},"results":[…]}`,
-//! the same keys per row) plus `peak_rss_kib`, `worker_moves`, `worker_sleeps` and
-//! `receive_pauses`, and its table.
+//! the same keys per row) plus `peak_rss_kib`, `worker_moves`, `worker_sleeps`,
+//! `receive_pauses`, `linger_hits` and `linger_misses`, and its table.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +71,13 @@ pub struct Row {
     /// the row (`PeerStats::receive_pauses`; not in the anchor's schema).
     #[serde(default)]
     pub receive_pauses: u64,
+    /// Times a stream reader lingering after a lone message found the next one itself
+    /// during the row (`PeerStats::linger_hits_misses`; not in the anchor's schema).
+    #[serde(default)]
+    pub linger_hits: u64,
+    /// Times such a linger ran out during the row.
+    #[serde(default)]
+    pub linger_misses: u64,
     /// Allocations (both members) while the receiver's queue was filled to the window
     /// before the warm-up (`--no-prime` skips it: 0); not in the anchor's schema.
     #[serde(default)]
