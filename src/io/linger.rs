@@ -24,7 +24,7 @@ use super::Backend;
 /// receiving a heartbeat every 100 ms spends about 0.03% of a CPU on it.
 pub const DEFAULT_LINGER: Duration = Duration::from_micros(30);
 
-/// Paces a task that looks at its socket itself until `deadline`.
+/// Paces a task that looks at its socket itself until its linger runs out.
 ///
 /// Between two looks the task yields to the thread's other tasks; every other time it
 /// takes a whole driver turn ([`Backend::turn`]) instead. A yield is the cheap pass (the
