@@ -798,7 +798,8 @@ fn after_a_lone_message_a_reader_lingers_and_finds_the_next_one_itself() {
             // The lingering reader's thread still serves everything else meanwhile.
             b.send(&[app(2, 1, 100)]);
             assert_eq!(ra.wait_for(1, Duration::from_secs(1)), 1, "{io:?}");
-            let (hits, misses) = b.stats().peers[0].linger_hits_misses;
+            let stats = b.stats().peers[0].clone();
+            let (hits, misses) = (stats.linger_hits, stats.linger_misses);
             if linger.is_zero() {
                 assert_eq!((hits, misses), (0, 0), "{io:?}: no linger, none counted");
             } else {

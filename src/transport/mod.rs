@@ -374,8 +374,10 @@ pub struct PeerStats {
     /// thread that wakes it a system call; `recv_queue::FLOW_YIELDS`).
     pub worker_sleeps: u64,
     /// Times a stream reader from the peer, lingering after a lone message, found the
-    /// next one itself, and times its linger ran out ([`Config::linger`]).
-    pub linger_hits_misses: (u64, u64),
+    /// next one itself ([`Config::linger`]).
+    pub linger_hits: u64,
+    /// Times such a linger ran out, and the reader waited through the driver.
+    pub linger_misses: u64,
 }
 
 /// Transport-wide figures.
@@ -755,10 +757,8 @@ impl Transport {
                 probes: p.counters.rtt.count(),
                 worker_moves: p.worker_moves(),
                 worker_sleeps: p.worker_sleeps(),
-                linger_hits_misses: (
-                    p.counters.linger_hits.load(Relaxed),
-                    p.counters.linger_misses.load(Relaxed),
-                ),
+                linger_hits: p.counters.linger_hits.load(Relaxed),
+                linger_misses: p.counters.linger_misses.load(Relaxed),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -410,8 +410,8 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
             moves += p.worker_moves;
             sleeps += p.worker_sleeps;
             pauses += p.receive_pauses;
-            hits += p.linger_hits_misses.0;
-            misses += p.linger_hits_misses.1;
+            hits += p.linger_hits;
+            misses += p.linger_misses;
         }
     }
     Sample {

@@ -72,10 +72,10 @@ pub struct Row {
     #[serde(default)]
     pub receive_pauses: u64,
     /// Times a stream reader lingering after a lone message found the next one itself
-    /// during the row (`PeerStats::linger_hits_misses`; not in the anchor's schema).
+    /// during the row (`PeerStats::linger_hits`; not in the anchor's schema).
     #[serde(default)]
     pub linger_hits: u64,
-    /// Times such a linger ran out during the row.
+    /// Times such a linger ran out during the row (`PeerStats::linger_misses`).
     #[serde(default)]
     pub linger_misses: u64,
     /// Allocations (both members) while the receiver's queue was filled to the window
