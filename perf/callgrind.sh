@@ -14,7 +14,7 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install -y
 (cd "$root" && cargo build --release --quiet --example codec_loop)
 exe="$root/target/release/examples/codec_loop"
 paths=("$@")
-[ ${#paths[@]} -gt 0 ] || paths=(msgappv2-encode-1x64B msgappv2-decode-1x64B msgappv2-encode-100x64B msgappv2-decode-100x64B message-encode-heartbeat message-decode-heartbeat head-parse)
+[ ${#paths[@]} -gt 0 ] || paths=(msgappv2-encode-1x64B msgappv2-decode-1x64B msgappv2-encode-100x64B msgappv2-decode-100x64B msgappv2-decode-deferring-100x64B message-encode-heartbeat message-decode-heartbeat head-parse)
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 ir() { # path count -> total instructions
