@@ -36,7 +36,7 @@ pub struct QueueSizes {
     /// 4 GiB. Not lower by default: on two cores, a receive queue of a few MiB let the
     /// worker run dry whenever the I/O thread waited for a CPU, and cost a quarter of the
     /// 100-entry stream's throughput (docs/performance.md). Not used with
-    /// [`Raft::inline`](super::raft::Raft::inline).
+    /// [`Raft::inline`].
     pub recv_backlog: usize,
 }
 
