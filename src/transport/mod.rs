@@ -87,7 +87,9 @@ pub struct Config {
     /// How long a stream reader looks for the next message itself after a lone one,
     /// between the I/O thread's other tasks, before it waits through the driver
     /// ([`DEFAULT_LINGER`], 30 µs; zero: it waits at once). The answer to a message, or
-    /// the next one, then finds the thread awake (see [`crate::io::linger`]).
+    /// the next one, then finds the thread awake (see [`crate::io::linger`]). A receive
+    /// worker running on another CPU than the I/O thread looks as long for its next
+    /// message before it sleeps (`RecvQueue::set_linger`).
     pub linger: Duration,
     /// An I/O thread to run on instead of starting one (`None`, the default: the
     /// transport starts its own). Transports in one process (raft groups, the members
@@ -310,6 +312,7 @@ impl Shared {
         if !added {
             return Ok(());
         }
+        peer.set_worker_linger(self.config.linger);
         peer::spawn_workers(id, receivers, self.raft.clone());
         let io = self.io.lock().unwrap_or_else(|p| p.into_inner());
         let io = io.as_ref().ok_or(TransportError::Stopped)?;

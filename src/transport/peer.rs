@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::message_pool::MessagePool;
 use super::peer_status::PeerStatus;
@@ -197,6 +197,14 @@ impl Peer {
     /// (see `worker_placement`).
     pub fn worker_moves(&self) -> u64 {
         self.recvc.worker_moves() + self.propc.worker_moves()
+    }
+
+    /// How long the peer's receive workers look for the next message themselves after
+    /// a lone one ([`RecvQueue::set_linger`]; the transport gives them
+    /// [`Config::linger`](super::Config::linger)).
+    pub fn set_worker_linger(&self, linger: Duration) {
+        self.recvc.set_linger(linger);
+        self.propc.set_linger(linger);
     }
 
     /// Times the peer's receive workers slept for want of messages.

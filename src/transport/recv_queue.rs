@@ -24,7 +24,9 @@
 //! would otherwise grow (and allocate) to hold whatever depth a slow worker lets build up.
 //!
 //! While messages come one at a time, the worker is kept on the CPU of the thread that
-//! wakes it (`worker_placement`). While they flow, a worker that finds the queue empty
+//! wakes it (`worker_placement`), and, with a linger set ([`RecvQueue::set_linger`]), a
+//! worker that runs on another CPU than that thread looks for the next message itself for
+//! a while before it sleeps. While they flow, a worker that finds the queue empty
 //! gives up its CPU a few times ([`FLOW_YIELDS`]) before it sleeps: the reader that
 //! feeds it often runs on that same CPU and hands the next page over in the meantime.
 
@@ -54,8 +56,8 @@ pub const PAGE_SLOTS: usize = 128;
 /// AMD VM of docs/performance.md (fourteenth session), by default on io_uring: 1x64B
 /// 10.9–13.3 against 8.6–10.4 M msgs/s, heartbeat 13.6–14.6 against 9.8–10.8 M, the
 /// rest within the spread. A lone message (the latency rows, an idle cluster's
-/// heartbeats) is not a flow: the worker sleeps at once, so an idle member does not
-/// spin, and a lone message's hand-off costs no more than before.
+/// heartbeats) is not a flow: the worker sleeps at once, or after its linger
+/// ([`RecvQueue::set_linger`]), so an idle member spins at most that long per message.
 pub const FLOW_YIELDS: u32 = 4;
 
 /// Messages decoded in place: the first `len` slots hold messages, the rest are emptied
@@ -314,6 +316,9 @@ pub struct RecvQueue {
     yields: AtomicU64,
     /// Times the worker slept for want of a page.
     sleeps: AtomicU64,
+    /// How long the worker looks for a page itself after a lone message, in ns
+    /// ([`set_linger`](Self::set_linger)).
+    linger_ns: AtomicU64,
     capacity: usize,
     /// Bytes queued past which readers stop reading (0: never).
     backlog: usize,
@@ -338,10 +343,42 @@ impl RecvQueue {
             moves: AtomicU64::new(0),
             yields: AtomicU64::new(0),
             sleeps: AtomicU64::new(0),
+            linger_ns: AtomicU64::new(0),
             capacity,
             backlog,
             drained: tokio::sync::Notify::new(),
         }
+    }
+
+    /// After a lone message, the worker looks for the next page itself for `linger`
+    /// (yielding its CPU between looks) before it sleeps, if it runs on another CPU than
+    /// the thread that last woke it (0, the default: it sleeps at once).
+    ///
+    /// Why: the answer to a lone message, or the application's next one, often comes
+    /// within a round trip, and a worker still looking takes it without a wake-up call
+    /// from the I/O thread or a switch onto its CPU. Why only apart from that thread:
+    /// beside it, the worker's looks would wait for the I/O thread, which lingers too
+    /// ([`Config::linger`](super::Config::linger)) and does not give up its CPU while it
+    /// does; there, a sleeping worker is woken by it and runs at once. On the AMD VM of
+    /// docs/performance.md (sixteenth session): latency p50 10.1–13.9 against 13.8–14.9
+    /// µs by default, p99 no worse.
+    pub fn set_linger(&self, linger: std::time::Duration) {
+        let ns = u64::try_from(linger.as_nanos()).unwrap_or(u64::MAX);
+        self.linger_ns.store(ns, Relaxed);
+    }
+
+    /// Until when the worker, about to wait after a lone message, looks for the next one
+    /// itself (`None`: it sleeps at once). See [`set_linger`](Self::set_linger).
+    fn linger_deadline(&self) -> Option<Instant> {
+        let ns = self.linger_ns.load(Relaxed);
+        if ns == 0 {
+            return None;
+        }
+        let here = worker_placement::current_cpu().map_or(-1, |c| c as i64);
+        if here >= 0 && here == self.waker_cpu.load(Relaxed) {
+            return None;
+        }
+        Instant::now().checked_add(std::time::Duration::from_nanos(ns))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -468,6 +505,11 @@ impl RecvQueue {
         let mut st = self.lock();
         let mut slept_at = None;
         let mut looks = 0;
+        let linger_until = if st.flowing {
+            None
+        } else {
+            self.linger_deadline()
+        };
         loop {
             if let Some(page) = st.pages.pop_front() {
                 st.queued -= page.len();
@@ -494,6 +536,13 @@ impl RecvQueue {
             }
             if st.closed {
                 return false;
+            }
+            if linger_until.is_some_and(|until| Instant::now() < until) {
+                self.yields.fetch_add(1, Relaxed);
+                drop(st);
+                std::thread::yield_now();
+                st = self.lock();
+                continue;
             }
             if st.flowing && looks < FLOW_YIELDS {
                 looks += 1;
@@ -528,7 +577,8 @@ impl RecvQueue {
         self.moves.load(Relaxed)
     }
 
-    /// Times the worker gave up its CPU to look for a page again ([`FLOW_YIELDS`]).
+    /// Times the worker gave up its CPU to look for a page again ([`FLOW_YIELDS`], and
+    /// its linger after a lone message).
     pub fn worker_yields(&self) -> u64 {
         self.yields.load(Relaxed)
     }
@@ -1059,6 +1109,97 @@ mod tests {
         worker.join().unwrap();
         assert_eq!(q.worker_yields(), u64::from(FLOW_YIELDS));
         assert_eq!(q.worker_sleeps(), 2);
+    }
+
+    /// What a worker should do between lone messages.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Between {
+        /// Sleep (each next message is sent once it has).
+        Sleep,
+        /// Look for the next one itself (each next message is sent once it does).
+        Look,
+    }
+
+    /// Sends `n` lone messages, one at a time, to a worker with `linger`, each once the
+    /// worker does what `between` says (failing if it does not within a second, half
+    /// the longest linger used), and returns the worker's sleeps and yields. With
+    /// `beside`, the worker and the sending thread are pinned to one CPU.
+    fn lone_messages_to(
+        linger: std::time::Duration,
+        beside: bool,
+        between: Between,
+        n: u64,
+    ) -> (u64, u64) {
+        let q = Arc::new(RecvQueue::new(64));
+        q.set_linger(linger);
+        let cpu = worker_placement::test_cpus::allowed()[0];
+        if beside {
+            worker_placement::test_cpus::pin(cpu);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                if beside {
+                    worker_placement::test_cpus::pin(cpu);
+                    q.waker_cpu.store(cpu as i64, Relaxed);
+                }
+                let mut out = Page::default();
+                while q.pop_page(&mut out) {
+                    let _ = tx.send(indexes(&out));
+                }
+            })
+        };
+        let second = std::time::Duration::from_secs(1);
+        for i in 0..n {
+            let yields = q.worker_yields();
+            let end = Instant::now() + second;
+            loop {
+                let ready = match between {
+                    Between::Sleep => q.worker_sleeps() > i,
+                    Between::Look => q.worker_yields() > yields,
+                };
+                if ready {
+                    break;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "message {i}: the worker did not {}",
+                    match between {
+                        Between::Sleep => "sleep",
+                        Between::Look => "look",
+                    }
+                );
+                std::thread::yield_now();
+            }
+            let mut r = page_of(&q, [i]);
+            q.push_page(&mut r, |_| panic!("room"));
+            assert_eq!(rx.recv_timeout(10 * second), Ok(vec![i]));
+        }
+        q.close();
+        worker.join().unwrap();
+        (q.worker_sleeps(), q.worker_yields())
+    }
+
+    #[test]
+    fn a_worker_apart_from_its_waker_lingers_after_a_lone_message() {
+        let long = std::time::Duration::from_secs(2);
+        // Apart from its waker (whose CPU it has not learnt: no wake-up yet), it looks for
+        // each next message itself and takes it without ever sleeping.
+        let (sleeps, _) = lone_messages_to(long, false, Between::Look, 20);
+        assert_eq!(sleeps, 0);
+        // With no linger it sleeps before each one, and never looks.
+        let (_, yields) = lone_messages_to(std::time::Duration::ZERO, false, Between::Sleep, 20);
+        assert_eq!(yields, 0);
+    }
+
+    #[test]
+    fn a_worker_beside_its_waker_sleeps_at_once_after_a_lone_message() {
+        // On its waker's CPU its looks would wait for the waker: it sleeps before each
+        // message, and never looks, however long its linger.
+        let long = std::time::Duration::from_secs(2);
+        let (_, yields) = lone_messages_to(long, true, Between::Sleep, 20);
+        assert_eq!(yields, 0);
     }
 
     #[test]
