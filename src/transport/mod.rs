@@ -376,6 +376,10 @@ pub struct PeerStats {
     /// Times the peer's receive workers slept for want of messages (each costs the
     /// thread that wakes it a system call; `recv_queue::FLOW_YIELDS`).
     pub worker_sleeps: u64,
+    /// Times the peer's receive workers gave up their CPU to look for messages again
+    /// rather than sleep: a few times in a flow (`recv_queue::FLOW_YIELDS`), and for
+    /// [`Config::linger`] after a lone message when apart from the I/O thread.
+    pub worker_looks: u64,
     /// Times a stream reader from the peer, lingering after a lone message, found the
     /// next one itself ([`Config::linger`]).
     pub linger_hits: u64,
@@ -760,6 +764,7 @@ impl Transport {
                 probes: p.counters.rtt.count(),
                 worker_moves: p.worker_moves(),
                 worker_sleeps: p.worker_sleeps(),
+                worker_looks: p.worker_looks(),
                 linger_hits: p.counters.linger_hits.load(Relaxed),
                 linger_misses: p.counters.linger_misses.load(Relaxed),
             })

@@ -207,6 +207,12 @@ impl Peer {
         self.propc.set_linger(linger);
     }
 
+    /// Times the peer's receive workers gave up their CPU to look for messages again
+    /// (in a flow, and lingering after a lone message).
+    pub fn worker_looks(&self) -> u64 {
+        self.recvc.worker_yields() + self.propc.worker_yields()
+    }
+
     /// Times the peer's receive workers slept for want of messages.
     pub fn worker_sleeps(&self) -> u64 {
         self.recvc.worker_sleeps() + self.propc.worker_sleeps()

@@ -395,6 +395,7 @@ struct Sample {
     wire: u64,
     worker_moves: u64,
     worker_sleeps: u64,
+    worker_looks: u64,
     receive_pauses: u64,
     linger_hits: u64,
     linger_misses: u64,
@@ -402,13 +403,14 @@ struct Sample {
 
 fn sample(tx: &Member, rx: &Member) -> Sample {
     let (mut sf, mut rf, mut moves, mut sleeps, mut pauses) = (0, 0, 0, 0, 0);
-    let (mut hits, mut misses) = (0, 0);
+    let (mut hits, mut misses, mut looks) = (0, 0, 0);
     for m in [tx, rx] {
         for p in m.transport.stats().peers {
             sf += p.sent_failures;
             rf += p.received_failures;
             moves += p.worker_moves;
             sleeps += p.worker_sleeps;
+            looks += p.worker_looks;
             pauses += p.receive_pauses;
             hits += p.linger_hits;
             misses += p.linger_misses;
@@ -424,6 +426,7 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
         wire: tx.transport.wire_bytes() + rx.transport.wire_bytes(),
         worker_moves: moves,
         worker_sleeps: sleeps,
+        worker_looks: looks,
         receive_pauses: pauses,
         linger_hits: hits,
         linger_misses: misses,
@@ -450,6 +453,7 @@ fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {
     row.wire_bytes_per_msg = (b.wire - a.wire) as f64 / n;
     row.worker_moves = b.worker_moves - a.worker_moves;
     row.worker_sleeps = b.worker_sleeps - a.worker_sleeps;
+    row.worker_looks = b.worker_looks - a.worker_looks;
     row.receive_pauses = b.receive_pauses - a.receive_pauses;
     row.linger_hits = b.linger_hits - a.linger_hits;
     row.linger_misses = b.linger_misses - a.linger_misses;

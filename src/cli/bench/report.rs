@@ -1,5 +1,5 @@
 //! The bench's results, in the Go anchor's JSON schema (`{"meta":{…},"results":[…]}`,
-//! the same keys per row) plus `peak_rss_kib`, `worker_moves`, `worker_sleeps`,
+//! the same keys per row) plus `peak_rss_kib`, `worker_moves`, `worker_sleeps`, `worker_looks`,
 //! `receive_pauses`, `linger_hits` and `linger_misses`, and its table.
 
 use std::collections::BTreeMap;
@@ -67,6 +67,10 @@ pub struct Row {
     /// (`PeerStats::worker_sleeps`; not in the anchor's schema).
     #[serde(default)]
     pub worker_sleeps: u64,
+    /// Times a receive worker gave up its CPU to look for messages again during the row
+    /// (`PeerStats::worker_looks`; not in the anchor's schema).
+    #[serde(default)]
+    pub worker_looks: u64,
     /// Times a stream reader stopped reading until the receive worker caught up during
     /// the row (`PeerStats::receive_pauses`; not in the anchor's schema).
     #[serde(default)]
