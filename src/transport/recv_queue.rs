@@ -537,15 +537,11 @@ impl RecvQueue {
             if st.closed {
                 return false;
             }
-            if linger_until.is_some_and(|until| Instant::now() < until) {
-                self.yields.fetch_add(1, Relaxed);
-                drop(st);
-                std::thread::yield_now();
-                st = self.lock();
-                continue;
-            }
-            if st.flowing && looks < FLOW_YIELDS {
-                looks += 1;
+            // Look again, yielding the CPU first: a few times after a page of a flow, or
+            // for the linger after a lone message.
+            let flow_look = st.flowing && looks < FLOW_YIELDS;
+            if flow_look || linger_until.is_some_and(|until| Instant::now() < until) {
+                looks += u32::from(flow_look);
                 self.yields.fetch_add(1, Relaxed);
                 drop(st);
                 std::thread::yield_now();
