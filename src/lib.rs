@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc_count;
+pub mod cache_lines;
 pub mod codec;
 pub mod error;
 pub mod etcd;
