@@ -9,6 +9,10 @@ use crate::raftpb::wire::FrameSink;
 /// Payloads at least this large are not copied into the batch buffer.
 pub const COPY_LIMIT: usize = 16 * 1024;
 
+/// Copied payloads at least this large count as [`Batch::bulk_copied`]: one long copy,
+/// written a whole line at a time.
+pub const BULK_COPY: usize = 512;
+
 /// Bytes to write together; see the module docs.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -16,6 +20,11 @@ pub struct Batch {
     /// Large payloads and the offset in `buf` they stand at. Reused: its capacity is kept.
     segments: Vec<(usize, Bytes)>,
     segment_bytes: usize,
+    /// Bytes of the buffer copied from payloads of [`BULK_COPY`] bytes or more.
+    bulk_copied: usize,
+    /// Whoever writes the batch out should then evict its lines from the caches (see
+    /// `cache_lines`): it was filled on another CPU, which will fill it again.
+    evict_after_write: bool,
 }
 
 impl Batch {
@@ -25,7 +34,21 @@ impl Batch {
             buf: BytesMut::with_capacity(capacity),
             segments: Vec::new(),
             segment_bytes: 0,
+            bulk_copied: 0,
+            evict_after_write: false,
         }
+    }
+
+    /// Asks whoever writes this batch out to evict its copied bytes from the caches
+    /// once written ([`crate::cache_lines::evict`]), or not.
+    pub fn set_evict_after_write(&mut self, evict: bool) {
+        self.evict_after_write = evict;
+    }
+
+    /// Whether the batch was marked by [`set_evict_after_write`](Self::set_evict_after_write);
+    /// clears the mark.
+    pub fn take_evict_mark(&mut self) -> bool {
+        std::mem::take(&mut self.evict_after_write)
     }
 
     /// The buffer framing bytes are appended to.
@@ -39,6 +62,9 @@ impl Batch {
             self.segment_bytes += data.len();
             self.segments.push((self.buf.len(), data.clone()));
         } else {
+            if data.len() >= BULK_COPY {
+                self.bulk_copied += data.len();
+            }
             self.buf.extend_from_slice(data);
         }
     }
@@ -49,6 +75,7 @@ impl Batch {
         let from = from.min(other.buf.len());
         let base = self.buf.len();
         self.buf.extend_from_slice(&other.buf[from..]);
+        self.bulk_copied += other.bulk_copied;
         for (at, payload) in other.segments.drain(..) {
             self.segment_bytes += payload.len();
             self.segments
@@ -63,6 +90,7 @@ impl Batch {
         self.buf.truncate(keep);
         self.segments.clear();
         self.segment_bytes = 0;
+        self.bulk_copied = 0;
     }
 
     /// Bytes in the batch, referenced payloads included.
@@ -78,6 +106,12 @@ impl Batch {
     /// Bytes held by reference (not copied).
     pub fn referenced_len(&self) -> usize {
         self.segment_bytes
+    }
+
+    /// Bytes of the buffer that are copies of payloads of [`BULK_COPY`] bytes or more
+    /// (the rest is framing and small payloads).
+    pub fn bulk_copied(&self) -> usize {
+        self.bulk_copied
     }
 
     /// Takes the batch's contents from `start` (of the buffer) on, in write order: one
@@ -98,6 +132,7 @@ impl Batch {
             out.push(frozen);
         }
         self.segment_bytes = 0;
+        self.bulk_copied = 0;
         if let Some(first) = out.first_mut() {
             bytes::Buf::advance(first, start.min(first.len()));
         }
@@ -144,6 +179,30 @@ mod tests {
         assert_eq!(&out[2][..], b"hdr2small");
         assert_eq!(out[3].as_ptr(), big.as_ptr());
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn bulk_copies_are_counted_until_taken_and_the_eviction_mark_is_taken_once() {
+        let mut b = Batch::with_capacity(64);
+        b.put_payload(&Bytes::from(vec![1u8; BULK_COPY - 1]));
+        assert_eq!(b.bulk_copied(), 0, "a small payload is not bulk");
+        b.put_payload(&Bytes::from(vec![1u8; BULK_COPY]));
+        b.put_payload(&Bytes::from(vec![1u8; COPY_LIMIT]));
+        assert_eq!(
+            b.bulk_copied(),
+            BULK_COPY,
+            "referenced payloads are not copies"
+        );
+        let mut into = Batch::with_capacity(64);
+        into.append_from(&mut b, 0);
+        assert_eq!((into.bulk_copied(), b.bulk_copied()), (BULK_COPY, 0));
+        into.take_from(0, &mut Vec::new());
+        assert_eq!(into.bulk_copied(), 0);
+
+        assert!(!b.take_evict_mark());
+        b.set_evict_after_write(true);
+        assert!(b.take_evict_mark());
+        assert!(!b.take_evict_mark(), "taken once");
     }
 
     #[test]

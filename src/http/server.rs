@@ -457,14 +457,22 @@ impl Server {
                     let Some(start) = end_chunk(slot, batch.buf(), referenced) else {
                         continue;
                     };
+                    let evict = batch.take_evict_mark();
                     batch.take_from(start, &mut pieces);
                     let written = if pieces.len() == 1 {
                         let piece = pieces.pop().unwrap_or_default();
-                        if waited {
+                        // Kept until written: the lines are evicted once the kernel has
+                        // copied them, not while it does.
+                        let copied = evict.then(|| piece.clone());
+                        let written = if waited {
                             io.write_now(piece).await
                         } else {
                             io.write(piece).await
+                        };
+                        if let (Ok(()), Some(copied)) = (&written, copied) {
+                            crate::cache_lines::evict(&copied);
                         }
+                        written
                     } else {
                         io.write_vectored(pieces.drain(..)).await
                     };
