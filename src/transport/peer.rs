@@ -210,7 +210,7 @@ impl Peer {
     /// Times the peer's receive workers gave up their CPU to look for messages again
     /// (in a flow, and lingering after a lone message).
     pub fn worker_looks(&self) -> u64 {
-        self.recvc.worker_yields() + self.propc.worker_yields()
+        self.recvc.worker_looks() + self.propc.worker_looks()
     }
 
     /// Times the peer's receive workers slept for want of messages.

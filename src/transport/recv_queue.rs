@@ -326,6 +326,11 @@ pub struct RecvQueue {
     drained: tokio::sync::Notify,
 }
 
+/// The calling thread's CPU as [`RecvQueue`]'s `waker_cpu` holds it: −1 when unknown.
+fn cpu_number() -> i64 {
+    worker_placement::current_cpu().map_or(-1, |c| c as i64)
+}
+
 impl RecvQueue {
     /// A queue holding at most `capacity` messages, whose readers never stop reading (a
     /// full queue drops, as etcd's does).
@@ -374,7 +379,7 @@ impl RecvQueue {
         if ns == 0 {
             return None;
         }
-        let here = worker_placement::current_cpu().map_or(-1, |c| c as i64);
+        let here = cpu_number();
         if here >= 0 && here == self.waker_cpu.load(Relaxed) {
             return None;
         }
@@ -476,8 +481,7 @@ impl RecvQueue {
         let wake = std::mem::take(&mut st.waiting);
         drop(st);
         if wake {
-            let cpu = worker_placement::current_cpu().map_or(-1, |c| c as i64);
-            self.waker_cpu.store(cpu, Relaxed);
+            self.waker_cpu.store(cpu_number(), Relaxed);
             self.cv.notify_one();
         }
     }
@@ -575,7 +579,7 @@ impl RecvQueue {
 
     /// Times the worker gave up its CPU to look for a page again ([`FLOW_YIELDS`], and
     /// its linger after a lone message).
-    pub fn worker_yields(&self) -> u64 {
+    pub fn worker_looks(&self) -> u64 {
         self.yields.load(Relaxed)
     }
 
@@ -1089,21 +1093,21 @@ mod tests {
         q.push_page(&mut r, |_| panic!("room"));
         assert_eq!(rx.recv_timeout(ten_s), Ok(vec![0, 1]));
         sleeps_reach(1);
-        assert_eq!(q.worker_yields(), u64::from(FLOW_YIELDS));
+        assert_eq!(q.worker_looks(), u64::from(FLOW_YIELDS));
         // A lone message is not: it sleeps at once.
         let mut r = page_of(&q, [2]);
         q.push_page(&mut r, |_| panic!("room"));
         assert_eq!(rx.recv_timeout(ten_s), Ok(vec![2]));
         sleeps_reach(2);
         assert_eq!(
-            q.worker_yields(),
+            q.worker_looks(),
             u64::from(FLOW_YIELDS),
             "no look after a lone one"
         );
         // Woken by the close, it ends without looking again.
         q.close();
         worker.join().unwrap();
-        assert_eq!(q.worker_yields(), u64::from(FLOW_YIELDS));
+        assert_eq!(q.worker_looks(), u64::from(FLOW_YIELDS));
         assert_eq!(q.worker_sleeps(), 2);
     }
 
@@ -1148,12 +1152,12 @@ mod tests {
         };
         let second = std::time::Duration::from_secs(1);
         for i in 0..n {
-            let yields = q.worker_yields();
+            let yields = q.worker_looks();
             let end = Instant::now() + second;
             loop {
                 let ready = match between {
                     Between::Sleep => q.worker_sleeps() > i,
-                    Between::Look => q.worker_yields() > yields,
+                    Between::Look => q.worker_looks() > yields,
                 };
                 if ready {
                     break;
@@ -1174,7 +1178,7 @@ mod tests {
         }
         q.close();
         worker.join().unwrap();
-        (q.worker_sleeps(), q.worker_yields())
+        (q.worker_sleeps(), q.worker_looks())
     }
 
     #[test]

@@ -389,7 +389,6 @@ impl StreamQueue {
         waker: &Waker,
     ) -> Result<Taken, Stale> {
         debug_assert_eq!(frames.len(), CHUNK_HEADER_ROOM);
-        let here = current_cpu();
         let mut s = self.lock();
         if s.generation != generation.get() || !s.working {
             return Err(Stale);
@@ -407,22 +406,23 @@ impl StreamQueue {
             return Ok(Taken::Nothing);
         };
         std::mem::swap(&mut segment.frames, frames);
+        s.queued -= segment.msgs;
+        s.keep_spare(segment.frames);
+        drop(s);
         // Filled on another CPU, which fills it again: evict it once written (see
         // `cache_lines`), if it is mostly framing and small payloads. Those are written
         // as scattered stores, and each line the I/O thread's CPU still held stalled the
         // sender. Long payload copies waited less, and evicting their lines cost the I/O
         // thread more than it saved the sender (1x1KiB: 0.42–0.49 CPU-µs a message
         // evicted, against 0.36–0.40). Referenced payloads are not ours to evict.
+        let mostly_small_stores = crate::cache_lines::can_evict()
+            && frames.referenced_len() == 0
+            && frames.bulk_copied() * 2 < frames.len();
         frames.set_evict_after_write(
-            here.is_some()
+            mostly_small_stores
                 && segment.cpu.is_some()
-                && segment.cpu != here
-                && crate::cache_lines::can_evict()
-                && frames.referenced_len() == 0
-                && frames.bulk_copied() * 2 < frames.len(),
+                && current_cpu().is_some_and(|here| segment.cpu != Some(here)),
         );
-        s.queued -= segment.msgs;
-        s.keep_spare(segment.frames);
         Ok(Taken::Frames(segment.msgs))
     }
 
@@ -511,18 +511,18 @@ mod tests {
     /// Pushes `m` from a thread pinned to `push_cpu`, then takes it on one pinned to
     /// `take_cpu`; returns whether the taken batch was marked for eviction.
     fn marked_when_pushed_and_taken_on(m: &Message, push_cpu: usize, take_cpu: usize) -> bool {
-        use crate::transport::worker_placement::pin_to;
+        use crate::transport::worker_placement::test_cpus::pin;
         let q = StreamQueue::new(4096);
         let (generation, _) = q.attach(StreamType::MsgAppV2, 0);
         std::thread::scope(|s| {
             s.spawn(|| {
-                assert!(pin_to(push_cpu));
+                pin(push_cpu);
                 assert_eq!(q.push(m), Push::Queued);
             });
         });
         std::thread::scope(|s| {
             s.spawn(|| {
-                assert!(pin_to(take_cpu));
+                pin(take_cpu);
                 let mut batch = room();
                 let taken = q.take(generation, &mut batch, std::task::Waker::noop());
                 assert_eq!(taken, Ok(Taken::Frames(1)));
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn frames_filled_on_another_cpu_are_marked_for_eviction_unless_mostly_bulk_copies() {
-        let cpus = crate::transport::worker_placement::allowed_cpus().unwrap_or_default();
+        let cpus = crate::transport::worker_placement::test_cpus::allowed();
         let [a, b, ..] = cpus[..] else {
             eprintln!("skipped: needs two CPUs to push and take on (allowed: {cpus:?})");
             return;
