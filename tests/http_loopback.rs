@@ -1071,6 +1071,75 @@ impl IoTask for WriteAfterIdle {
     }
 }
 
+/// A body that writes part of each chunk itself, on the socket the server lends it, and
+/// leaves the rest to the server as unframed bytes: first "hello" (the server's batch
+/// then carries "world" too), then "abc" alone, then the end.
+struct WritesItself {
+    socket: Option<std::sync::Arc<dyn rafthttp::http::direct::SocketSend>>,
+    step: usize,
+}
+
+impl StreamBody for WritesItself {
+    fn poll_batch(
+        &mut self,
+        _cx: &mut Context<'_>,
+        batch: &mut Batch,
+    ) -> Poll<std::io::Result<bool>> {
+        self.step += 1;
+        let socket = self.socket.as_ref().expect("lent before the first poll");
+        let (begun, rest): (&[u8], &'static [u8]) = match self.step {
+            1 => (b"5\r\nhe", b"llo\r\n"),
+            2 => (b"3\r\nab", b"c\r\n"),
+            _ => return Poll::Ready(Ok(false)),
+        };
+        assert_eq!(socket.try_send(begun).unwrap(), begun.len());
+        batch.set_unframed(Bytes::from_static(rest));
+        if self.step == 1 {
+            batch.buf().extend_from_slice(b"world");
+        }
+        Poll::Ready(Ok(true))
+    }
+
+    fn lend_socket(&mut self, socket: std::sync::Arc<dyn rafthttp::http::direct::SocketSend>) {
+        self.socket = Some(socket);
+    }
+}
+
+/// The server lends a stream body its socket once the head is out, and writes a batch's
+/// unframed bytes (the rest of a chunk the body began itself) before the batch's own
+/// chunk, or alone.
+#[derive(Clone)]
+struct LentSocket;
+impl IoTask for LentSocket {
+    type Output = ();
+    async fn run<B: Backend>(self) {
+        let server = stream_server(|| {
+            Box::new(WritesItself {
+                socket: None,
+                step: 0,
+            })
+        });
+        let listener = B::bind("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = {
+            let server = server.clone();
+            tokio::task::spawn_local(async move {
+                let (conn, remote) = listener.accept().await.unwrap();
+                server.serve_conn(conn, remote).await;
+            })
+        };
+        let body = read_stream::<B>(addr, 1 << 20).await;
+        assert_eq!(body, b"helloworldabc", "whole chunks, in order");
+        served.await.unwrap();
+        server.stop();
+    }
+}
+
+#[test]
+fn a_stream_body_may_write_on_the_lent_socket_and_leave_the_rest_to_the_server() {
+    on_both(LentSocket);
+}
+
 #[test]
 fn a_stream_batch_after_a_wait_is_sent_at_once() {
     on_both(WriteAfterIdle { idle_batch: 1000 });

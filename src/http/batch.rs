@@ -25,6 +25,9 @@ pub struct Batch {
     /// Whoever writes the batch out should then evict its lines from the caches (see
     /// `cache_lines`): it was filled on another CPU, which will fill it again.
     evict_after_write: bool,
+    /// Bytes to write before the batch's chunk, as they are: the rest of a chunk a
+    /// sending thread began writing itself (see `http::direct`).
+    unframed: Option<Bytes>,
 }
 
 impl Batch {
@@ -36,7 +39,19 @@ impl Batch {
             segment_bytes: 0,
             bulk_copied: 0,
             evict_after_write: false,
+            unframed: None,
         }
+    }
+
+    /// Asks whoever writes this batch out to write `bytes` first, as they are (not
+    /// framed as part of the batch's chunk): the unsent rest of an earlier chunk.
+    pub fn set_unframed(&mut self, bytes: Bytes) {
+        self.unframed = Some(bytes);
+    }
+
+    /// What [`set_unframed`](Self::set_unframed) left, if anything; clears it.
+    pub fn take_unframed(&mut self) -> Option<Bytes> {
+        self.unframed.take()
     }
 
     /// Asks whoever writes this batch out to evict its copied bytes from the caches

@@ -62,6 +62,14 @@ pub struct ChunkSlot {
     start: usize,
 }
 
+impl ChunkSlot {
+    /// The slot of a chunk whose header room was reserved at `start` of its buffer
+    /// (a stream queue's frames begin with it).
+    pub fn at(start: usize) -> ChunkSlot {
+        ChunkSlot { start }
+    }
+}
+
 /// Starts a chunk at the end of `dst` by reserving [`CHUNK_HEADER_ROOM`] bytes for its
 /// header; append the payload (frames) after it, then call [`end_chunk`]. This lets a
 /// writer encode a batch of frames once, into one buffer, and send it as one write.

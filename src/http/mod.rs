@@ -5,6 +5,7 @@ pub mod batch;
 pub mod body;
 pub mod chunked;
 pub mod client;
+pub mod direct;
 pub mod head;
 pub mod io;
 pub mod pipelined;

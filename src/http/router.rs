@@ -54,6 +54,12 @@ pub trait StreamBody {
     /// Called once when the connection ends, for whatever reason (the client went away,
     /// a write failed or timed out, or the body finished).
     fn closed(&mut self, _error: Option<&str>) {}
+
+    /// The connection's socket, lent once the response head is written and before the
+    /// first poll: the source may let another thread write on it while nothing of the
+    /// source's own is in flight, and hand back what the socket did not take as a
+    /// batch's unframed bytes (see [`super::direct`]). Ignored by default.
+    fn lend_socket(&mut self, _socket: std::sync::Arc<dyn super::direct::SocketSend>) {}
 }
 
 /// A response body.

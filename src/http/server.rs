@@ -436,6 +436,10 @@ impl Server {
             r
         };
         tokio::pin!(client_gone);
+        // Without a duplicate (out of descriptors), every write stays on this thread.
+        if let Ok(dup) = super::direct::DupSocket::new(io.conn().fd(), Some(self.wire.clone())) {
+            source.lend_socket(std::sync::Arc::new(dup));
+        }
         let mut batch = Batch::with_capacity(self.pool.buffer_size());
         let mut pieces: Vec<Bytes> = Vec::new();
         let result = loop {
@@ -453,12 +457,22 @@ impl Server {
             };
             match polled {
                 Ok(true) => {
+                    // The rest of a chunk another thread began: written before this one.
+                    let unframed = batch.take_unframed();
                     let referenced = batch.referenced_len();
                     let Some(start) = end_chunk(slot, batch.buf(), referenced) else {
+                        if let Some(rest) = unframed {
+                            if let Err(e) = io.write(rest).await {
+                                break Err(e);
+                            }
+                        }
                         continue;
                     };
                     let evict = batch.take_evict_mark();
                     batch.take_from(start, &mut pieces);
+                    if let Some(rest) = unframed {
+                        pieces.insert(0, rest);
+                    }
                     let written = if pieces.len() == 1 {
                         let piece = pieces.pop().unwrap_or_default();
                         // Kept until written: the lines are evicted once the kernel has
