@@ -407,3 +407,46 @@ fn a_stuck_worker_holds_the_streams_back_past_the_backlog() {
         assert_eq!(stats.receive_pauses, 0, "{io:?}");
     }
 }
+
+/// Lone messages on idle streams are written by the sending thread itself (and arrive
+/// as any other); with `Config::direct_send` off, none is.
+#[test]
+fn lone_messages_on_idle_streams_are_written_by_the_sender_unless_turned_off() {
+    for io in io_modes() {
+        for direct in [true, false] {
+            let (a, _ra) = tc::start(1, io, |c| c.direct_send = direct);
+            let (b, rb) = tc::start(2, io, |_| {});
+            a.add_peer(2, &[tc::url(&b)]).unwrap();
+            b.add_peer(1, &[tc::url(&a)]).unwrap();
+            tc::wait_until(Duration::from_secs(10), || {
+                tc::streams_up(&a) && tc::streams_up(&b)
+            });
+            let mut src = AppSource::new(1, 2, 1, 64);
+            let mut sent = Vec::new();
+            for i in 0..20u64 {
+                let m = if i % 2 == 0 {
+                    src.next_message()
+                } else {
+                    heartbeat(1, 2, i)
+                };
+                sent.push(m.clone());
+                a.send_message(m);
+                // One at a time: each finds its stream idle.
+                assert_eq!(
+                    rb.wait_for(i as usize + 1, Duration::from_secs(10)),
+                    i as usize + 1
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            assert_eq!(*rb.got.lock().unwrap(), sent, "{io:?}, direct {direct}");
+            let direct_writes: u64 = a.stats().peers.iter().map(|p| p.direct_writes).sum();
+            if direct {
+                assert!(direct_writes >= 15, "{io:?}: {direct_writes} of 20");
+            } else {
+                assert_eq!(direct_writes, 0, "{io:?}");
+            }
+            a.stop();
+            b.stop();
+        }
+    }
+}

@@ -91,6 +91,12 @@ pub struct Config {
     /// worker running on another CPU than the I/O thread looks as long for its next
     /// message before it sleeps (`RecvQueue::set_linger`).
     pub linger: Duration,
+    /// Whether a thread that sends a message on an idle stream writes it on the socket
+    /// itself (one non-blocking `send`) instead of waking the I/O thread to (`true`, the
+    /// default; see [`crate::http::direct`]). Only while the stream's writer has nothing
+    /// queued or in flight, so that bytes keep their order; what the socket does not take
+    /// is left to the I/O thread.
+    pub direct_send: bool,
     /// An I/O thread to run on instead of starting one (`None`, the default: the
     /// transport starts its own). Transports in one process (raft groups, the members
     /// of a test cluster) may share one, as Go's transports share its runtime: a
@@ -160,6 +166,7 @@ impl Config {
             routes: ExtraRoutes::default(),
             scheduling: ThreadScheduling::default(),
             linger: DEFAULT_LINGER,
+            direct_send: true,
             io_thread: None,
             socket: SocketOptions::default(),
         }
@@ -313,6 +320,7 @@ impl Shared {
             return Ok(());
         }
         peer.set_worker_linger(self.config.linger);
+        peer.set_direct_send(self.config.direct_send);
         peer::spawn_workers(id, receivers, self.raft.clone());
         let io = self.io.lock().unwrap_or_else(|p| p.into_inner());
         let io = io.as_ref().ok_or(TransportError::Stopped)?;
@@ -385,6 +393,9 @@ pub struct PeerStats {
     pub linger_hits: u64,
     /// Times such a linger ran out, and the reader waited through the driver.
     pub linger_misses: u64,
+    /// Messages to the peer written by the sending thread itself, on an idle stream
+    /// ([`Config::direct_send`]).
+    pub direct_writes: u64,
 }
 
 /// Transport-wide figures.
@@ -767,6 +778,7 @@ impl Transport {
                 worker_looks: p.worker_looks(),
                 linger_hits: p.counters.linger_hits.load(Relaxed),
                 linger_misses: p.counters.linger_misses.load(Relaxed),
+                direct_writes: p.direct_writes(),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -199,7 +199,16 @@ impl Peer {
         self.recvc.worker_moves() + self.propc.worker_moves()
     }
 
-    /// How long the peer's receive workers look for the next message themselves after
+    /// Whether a thread sending to the peer may write a lone message on an idle stream
+    /// itself ([`StreamQueue::set_direct`]; the transport gives
+    /// [`Config::direct_send`](super::Config::direct_send)).
+    pub fn set_direct_send(&self, direct: bool) {
+        let quiet = direct.then_some(stream_queue::DIRECT_QUIET);
+        self.msgapp.set_direct(quiet);
+        self.message.set_direct(quiet);
+    }
+
+    /// Sets how long the receive workers look for their next message themselves after
     /// a lone one ([`RecvQueue::set_linger`]; the transport gives them
     /// [`Config::linger`](super::Config::linger)).
     pub fn set_worker_linger(&self, linger: Duration) {
@@ -211,6 +220,11 @@ impl Peer {
     /// (in a flow, and lingering after a lone message).
     pub fn worker_looks(&self) -> u64 {
         self.recvc.worker_looks() + self.propc.worker_looks()
+    }
+
+    /// Messages to the peer that the sending thread wrote on an idle stream itself.
+    pub fn direct_writes(&self) -> u64 {
+        self.msgapp.direct_writes() + self.message.direct_writes()
     }
 
     /// Times the peer's receive workers slept for want of messages.

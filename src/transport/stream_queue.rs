@@ -15,15 +15,18 @@
 //! messages are outdated once their connection dies).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut, Bytes};
 
 use super::queue::{Generation, Stale};
 use super::worker_placement::current_cpu;
 use crate::codec::{encode_message_frame, MsgAppV1Encoder, MsgAppV2Encoder, V1Write};
 use crate::http::batch::Batch;
-use crate::http::chunked::CHUNK_HEADER_ROOM;
+use crate::http::chunked::{end_chunk, ChunkSlot, CHUNK_HEADER_ROOM};
+use crate::http::direct::SocketSend;
 use crate::raftpb::Message;
 use crate::version::StreamType;
 
@@ -57,6 +60,12 @@ const LOCK_SPINS: usize = 100;
 
 /// Emptied buffers an idle stream keeps.
 const IDLE_SPARES: usize = 4;
+
+/// How long a connection must have been quiet before a sending thread writes a message
+/// on it itself (see [`StreamQueue::set_direct`]): longer than a flowing sender's gap
+/// between two messages (well under a µs), shorter than a round trip through the
+/// application on loopback (the bench's latency rows send every 8–14 µs).
+pub const DIRECT_QUIET: Duration = Duration::from_micros(4);
 
 /// What happened to a pushed message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +149,31 @@ struct State {
     /// A v1 stream must end after writing what is queued.
     ending: bool,
     waker: Option<Waker>,
+    /// Whether a sending thread may write a lone message on the connection itself, and
+    /// how long the connection must have been quiet first ([`StreamQueue::set_direct`]).
+    direct: Option<Duration>,
+    /// When the connection was last written to: the writer found nothing more to take,
+    /// or a sending thread's write ended.
+    quiet_from: Option<Instant>,
+    /// The current connection's socket, lent by its server ([`StreamQueue::lend_socket`]).
+    socket: Option<Arc<dyn SocketSend>>,
+    /// The writer found nothing queued at its last take and has nothing in flight.
+    writer_idle: bool,
+    /// A sending thread is writing on the socket itself: the writer waits until it is
+    /// done, so that nothing overtakes its bytes.
+    direct_in_flight: bool,
+    /// The rest of a chunk a sending thread began and the socket did not take: the
+    /// writer writes it before anything else.
+    unframed: Option<Bytes>,
+    /// Messages sending threads wrote themselves (whole or in part).
+    direct_writes: u64,
+}
+
+/// A lone message's chunk, which the sending thread writes itself.
+struct DirectWrite {
+    frames: Batch,
+    socket: Arc<dyn SocketSend>,
+    generation: u64,
 }
 
 /// One stream writer's queue of encoded messages.
@@ -234,12 +268,50 @@ impl State {
         }
     }
 
-    /// Throws away everything queued; returns how many messages that was.
+    /// Throws away everything queued, the connection's socket with it; returns how many
+    /// messages that was (the rest of a chunk a sending thread began counts as one).
     fn clear(&mut self) -> usize {
         while let Some(seg) = self.segments.pop_front() {
             self.keep_spare(seg.frames);
         }
-        std::mem::take(&mut self.queued)
+        self.socket = None;
+        self.writer_idle = false;
+        let unsent = usize::from(self.unframed.take().is_some());
+        std::mem::take(&mut self.queued) + unsent
+    }
+
+    /// After the message just encoded made the queue non-empty: takes it out again for
+    /// the sending thread to write itself, if the writer is idle with nothing to write
+    /// before it, a socket is lent, the message references no payload (its chunk is
+    /// then one buffer), and the connection has been quiet for the set time.
+    ///
+    /// Why quiet: a sender whose messages keep coming would otherwise write every one
+    /// itself, one system call each (the writer, left idle, never takes over): 1x64B fell
+    /// from 12–14 to 0.2–0.3 M messages/s. A message that follows the last write within
+    /// the quiet time is queued and wakes the writer, which then carries the flow.
+    fn direct_write(&mut self) -> Option<DirectWrite> {
+        let quiet = self.direct?;
+        if !self.writer_idle
+            || self.direct_in_flight
+            || self.unframed.is_some()
+            || self.segments.len() != 1
+            || self.segments[0].frames.referenced_len() > 0
+            || self.socket.is_none()
+        {
+            return None;
+        }
+        if self.quiet_from.is_some_and(|from| from.elapsed() < quiet) {
+            return None;
+        }
+        let socket = self.socket.clone()?;
+        let seg = self.segments.pop_front()?;
+        self.queued -= seg.msgs;
+        self.direct_in_flight = true;
+        Some(DirectWrite {
+            frames: seg.frames,
+            socket,
+            generation: self.generation,
+        })
     }
 }
 
@@ -264,6 +336,13 @@ impl StreamQueue {
                 queued: 0,
                 ending: false,
                 waker: None,
+                direct: None,
+                quiet_from: None,
+                socket: None,
+                writer_idle: false,
+                direct_in_flight: false,
+                unframed: None,
+                direct_writes: 0,
             }),
         }
     }
@@ -295,7 +374,9 @@ impl StreamQueue {
     }
 
     /// Encodes `m` for the current connection if one is attached and there is room.
-    /// Wakes the writer only when the queue goes from empty to not empty.
+    /// Wakes the writer only when the queue goes from empty to not empty, and not at all
+    /// when the calling thread writes the message itself (an idle writer's lone message,
+    /// see [`set_direct`](Self::set_direct)).
     pub fn push(&self, m: &Message) -> Push {
         let (push, waker) = {
             let mut guard = self.lock();
@@ -307,10 +388,14 @@ impl StreamQueue {
                 return Push::Full;
             }
             match s.encode(m) {
-                Ok(true) => {
-                    let waker = if s.queued == 1 { s.waker.take() } else { None };
-                    (Push::Queued, waker)
+                Ok(true) if s.queued == 1 => {
+                    if let Some(direct) = s.direct_write() {
+                        drop(guard);
+                        return self.write_direct(direct);
+                    }
+                    (Push::Queued, s.waker.take())
                 }
+                Ok(true) => (Push::Queued, None),
                 Ok(false) => return Push::Queued,
                 Err(stream_term) => {
                     s.ending = true;
@@ -322,6 +407,73 @@ impl StreamQueue {
             w.wake();
         }
         push
+    }
+
+    /// Writes a lone message's chunk on the socket from the calling thread, outside the
+    /// lock; what the socket does not take (all of it after an error) is left for the
+    /// writer to write first, which is woken for it. `Push::Full` (dropped: report it)
+    /// if the connection was replaced meanwhile and the message did not go out whole.
+    fn write_direct(&self, mut d: DirectWrite) -> Push {
+        let buf = d.frames.buf();
+        let start = end_chunk(ChunkSlot::at(0), buf, 0).unwrap_or(buf.len());
+        let chunk = buf.len() - start;
+        // A failed write is the writer's to find again, and to end the connection on.
+        let sent = d.socket.try_send(&buf[start..]).unwrap_or(0).min(chunk);
+        let mut s = self.lock();
+        s.direct_in_flight = false;
+        s.direct_writes += 1;
+        s.quiet_from = Some(Instant::now());
+        let current = s.generation == d.generation && s.working;
+        let mut push = Push::Queued;
+        if sent < chunk {
+            if current {
+                let mut rest = d.frames.buf().split();
+                rest.advance(start + sent);
+                s.unframed = Some(rest.freeze());
+            } else {
+                push = Push::Full;
+            }
+        }
+        s.keep_spare(d.frames);
+        // Pushes while it wrote queued behind it, and their writer waits for it.
+        let waker = if s.unframed.is_some() || s.queued > 0 {
+            s.waker.take()
+        } else {
+            None
+        };
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        push
+    }
+
+    /// Lets a sending thread write a message on the connection itself once the
+    /// connection has been quiet (nothing written) for `quiet`, while the writer is idle
+    /// (`Some`), or never (`None`: every message crosses to the writer). See
+    /// `http::direct`.
+    pub fn set_direct(&self, quiet: Option<Duration>) {
+        let mut s = self.lock();
+        s.direct = quiet;
+        if quiet.is_none() {
+            s.socket = None;
+        }
+    }
+
+    /// The socket of the connection of `generation`, lent by its server for sending
+    /// threads to write on while its writer is idle (if [`set_direct`](Self::set_direct)
+    /// allows it). Let go when the connection is detached or replaced.
+    pub fn lend_socket(&self, generation: Generation, socket: Arc<dyn SocketSend>) {
+        let mut s = self.lock();
+        if s.direct.is_some() && s.working && s.generation == generation.get() {
+            s.socket = Some(socket);
+        }
+    }
+
+    /// Messages sending threads wrote on the connection themselves, whole or in part
+    /// (see [`set_direct`](Self::set_direct)).
+    pub fn direct_writes(&self) -> u64 {
+        self.lock().direct_writes
     }
 
     /// Whether a connection is attached (and its stream has not ended).
@@ -393,22 +545,41 @@ impl StreamQueue {
         if s.generation != generation.get() || !s.working {
             return Err(Stale);
         }
-        if s.queued == 0 {
-            if s.ending {
+        // A sending thread is writing: whatever is queued goes after it (it wakes us).
+        let nothing = s.queued == 0 && s.unframed.is_none();
+        if nothing || s.direct_in_flight {
+            if nothing && s.ending {
                 return Ok(Taken::Ended);
             }
             if !s.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
                 s.waker = Some(waker.clone());
             }
+            if nothing && !s.writer_idle {
+                s.writer_idle = true;
+                // Only with direct writes on: they alone read it.
+                if s.direct.is_some() {
+                    s.quiet_from = Some(Instant::now());
+                }
+            }
             return Ok(Taken::Nothing);
         }
+        s.writer_idle = false;
+        let unframed = s.unframed.take();
         let Some(mut segment) = s.segments.pop_front() else {
-            return Ok(Taken::Nothing);
+            // Only the rest of a sending thread's chunk.
+            drop(s);
+            if let Some(rest) = unframed {
+                frames.set_unframed(rest);
+            }
+            return Ok(Taken::Frames(0));
         };
         std::mem::swap(&mut segment.frames, frames);
         s.queued -= segment.msgs;
         s.keep_spare(segment.frames);
         drop(s);
+        if let Some(rest) = unframed {
+            frames.set_unframed(rest);
+        }
         // Filled on another CPU, which fills it again: evict it once written (see
         // `cache_lines`), if it is mostly framing and small payloads. Those are written
         // as scattered stores, and each line the I/O thread's CPU still held stalled the
@@ -556,6 +727,354 @@ mod tests {
             !marked_when_pushed_and_taken_on(&referenced, a, b),
             "not ours"
         );
+    }
+
+    /// A socket that takes at most `room` bytes a write (0: none, `WouldBlock`), or
+    /// fails with `fail`; records what it took. With `gate`, a write waits at it twice
+    /// (entered, then released) before it returns.
+    #[derive(Debug, Default)]
+    struct FakeSocket {
+        took: std::sync::Mutex<Vec<u8>>,
+        room: usize,
+        fail: Option<std::io::ErrorKind>,
+        gate: Option<std::sync::Barrier>,
+    }
+
+    impl SocketSend for FakeSocket {
+        fn try_send(&self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(gate) = &self.gate {
+                gate.wait();
+                gate.wait();
+            }
+            if let Some(kind) = self.fail {
+                return Err(kind.into());
+            }
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.took.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    fn socket(room: usize) -> Arc<FakeSocket> {
+        Arc::new(FakeSocket {
+            room,
+            ..Default::default()
+        })
+    }
+
+    /// A message stream queue whose writer has taken nothing and gone idle, with direct
+    /// writes after `quiet` and `sock` lent; its writer's wake-up count.
+    fn idle_direct(
+        quiet: Duration,
+        sock: Arc<FakeSocket>,
+    ) -> (StreamQueue, Generation, Arc<Count>) {
+        let q = StreamQueue::new(8);
+        q.set_direct(Some(quiet));
+        let (g, _) = q.attach(StreamType::Message, 0);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker: Waker = count.clone().into();
+        assert_eq!(q.take(g, &mut room(), &waker), Ok(Taken::Nothing));
+        q.lend_socket(g, sock);
+        (q, g, count)
+    }
+
+    /// `m`'s frames, as a queue without direct writes hands them to its writer.
+    fn frames_for(m: &Message) -> bytes::Bytes {
+        let q = StreamQueue::new(8);
+        let (g, _) = q.attach(StreamType::Message, 0);
+        q.push(m);
+        let mut b = room();
+        q.take(g, &mut b, Waker::noop()).unwrap();
+        frames_of(&mut b)
+    }
+
+    /// `m`'s whole chunk: hex length, CRLF, frames, CRLF.
+    fn chunk_for(m: &Message) -> Vec<u8> {
+        let frames = frames_for(m);
+        let mut c = format!("{:x}\r\n", frames.len()).into_bytes();
+        c.extend_from_slice(&frames);
+        c.extend_from_slice(b"\r\n");
+        c
+    }
+
+    fn heartbeat(term: u64) -> Message {
+        Message {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            from: 1,
+            to: 2,
+            term,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_idle_writers_lone_message_is_written_by_the_sender_and_wakes_no_one() {
+        let sock = socket(usize::MAX);
+        let (q, g, woken) = idle_direct(Duration::ZERO, sock.clone());
+        assert_eq!(q.push(&heartbeat(1)), Push::Queued);
+        assert_eq!(*sock.took.lock().unwrap(), chunk_for(&heartbeat(1)));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0, "the writer sleeps on");
+        assert_eq!((q.len(), q.direct_writes()), (0, 1));
+        assert_eq!(q.take(g, &mut room(), Waker::noop()), Ok(Taken::Nothing));
+        // And the next one too, in order: the stream is one chunk a message.
+        assert_eq!(q.push(&heartbeat(2)), Push::Queued);
+        let mut both = chunk_for(&heartbeat(1));
+        both.extend(chunk_for(&heartbeat(2)));
+        assert_eq!(*sock.took.lock().unwrap(), both);
+    }
+
+    #[test]
+    fn a_message_within_the_quiet_time_or_before_the_writer_idles_goes_to_the_writer() {
+        let sock = socket(usize::MAX);
+        // The writer went idle just now: the connection has not been quiet for an hour.
+        let (q, g, woken) = idle_direct(Duration::from_secs(3600), sock.clone());
+        assert_eq!(q.push(&heartbeat(1)), Push::Queued);
+        assert!(sock.took.lock().unwrap().is_empty());
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        let mut b = room();
+        assert_eq!(q.take(g, &mut b, Waker::noop()), Ok(Taken::Frames(1)));
+        assert_eq!(frames_of(&mut b), frames_for(&heartbeat(1)));
+
+        // A writer that has not found its queue empty yet may have a write in flight.
+        let q = StreamQueue::new(8);
+        q.set_direct(Some(Duration::ZERO));
+        let (g, _) = q.attach(StreamType::Message, 0);
+        q.lend_socket(g, sock.clone());
+        assert_eq!(q.push(&heartbeat(1)), Push::Queued);
+        assert!(sock.took.lock().unwrap().is_empty());
+        assert_eq!(q.len(), 1);
+
+        // Nor without a socket lent, nor with direct writes off.
+        let q = StreamQueue::new(8);
+        q.set_direct(Some(Duration::ZERO));
+        let (g, _) = q.attach(StreamType::Message, 0);
+        assert_eq!(q.take(g, &mut room(), Waker::noop()), Ok(Taken::Nothing));
+        assert_eq!(q.push(&heartbeat(1)), Push::Queued);
+        assert_eq!((q.len(), q.direct_writes()), (1, 0));
+        let (q, g, _) = idle_direct(Duration::ZERO, sock.clone());
+        q.set_direct(None);
+        q.lend_socket(g, sock.clone());
+        assert_eq!(q.push(&heartbeat(1)), Push::Queued);
+        assert_eq!((q.len(), q.direct_writes()), (1, 0));
+        assert!(sock.took.lock().unwrap().is_empty());
+
+        // Nor a message whose payload is referenced (its chunk is not one buffer).
+        let (q, _, _) = idle_direct(Duration::ZERO, sock.clone());
+        let mut big = app(1, 1);
+        big.entries[0].data = Some(bytes::Bytes::from(vec![
+            7u8;
+            crate::http::batch::COPY_LIMIT
+        ]));
+        assert_eq!(q.push(&big), Push::Queued);
+        assert_eq!(q.len(), 1);
+        assert!(sock.took.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_the_writer_writes_first() {
+        for (sock, sent) in [
+            (socket(5), 5),
+            (socket(0), 0),
+            (
+                Arc::new(FakeSocket {
+                    fail: Some(std::io::ErrorKind::BrokenPipe),
+                    ..Default::default()
+                }),
+                0,
+            ),
+        ] {
+            let (q, g, woken) = idle_direct(Duration::ZERO, sock.clone());
+            assert_eq!(q.push(&heartbeat(1)), Push::Queued);
+            assert_eq!(woken.0.load(Ordering::SeqCst), 1, "woken for the rest");
+            assert_eq!(q.push(&heartbeat(2)), Push::Queued, "queued behind it");
+            assert_eq!(q.len(), 1);
+            let mut b = room();
+            assert_eq!(q.take(g, &mut b, Waker::noop()), Ok(Taken::Frames(1)));
+            let rest = b.take_unframed().expect("the rest of the first chunk");
+            let mut first = sock.took.lock().unwrap().clone();
+            assert_eq!(first.len(), sent);
+            first.extend_from_slice(&rest);
+            assert_eq!(first, chunk_for(&heartbeat(1)));
+            assert_eq!(frames_of(&mut b), frames_for(&heartbeat(2)));
+            assert_eq!(q.take(g, &mut room(), Waker::noop()), Ok(Taken::Nothing));
+        }
+        // The rest alone, with nothing queued behind it; and thrown away (counted as an
+        // outdated message) if the connection goes first.
+        let (q, g, _) = idle_direct(Duration::ZERO, socket(3));
+        q.push(&heartbeat(1));
+        let mut b = room();
+        assert_eq!(q.take(g, &mut b, Waker::noop()), Ok(Taken::Frames(0)));
+        assert!(b.take_unframed().is_some());
+        assert_eq!(b.len(), CHUNK_HEADER_ROOM);
+        let (q, g, _) = idle_direct(Duration::ZERO, socket(3));
+        q.push(&heartbeat(1));
+        assert_eq!(q.detach(g), 1);
+    }
+
+    #[test]
+    fn nothing_overtakes_a_senders_write_in_flight() {
+        let sock = Arc::new(FakeSocket {
+            room: usize::MAX,
+            gate: Some(std::sync::Barrier::new(2)),
+            ..Default::default()
+        });
+        let (q, g, woken) = idle_direct(Duration::ZERO, sock.clone());
+        let gate = || sock.gate.as_ref().unwrap().wait();
+        std::thread::scope(|s| {
+            let writing = s.spawn(|| q.push(&heartbeat(1)));
+            gate(); // the sender is in its write
+            let pushed = q.push(&heartbeat(2));
+            let waker: Waker = woken.clone().into();
+            let mut b = room();
+            let first = q.take(g, &mut b, &waker);
+            let before = woken.0.load(Ordering::SeqCst);
+            gate(); // let it finish (before any assertion, which would leave it waiting)
+            assert_eq!(writing.join().unwrap(), Push::Queued);
+            assert_eq!(pushed, Push::Queued);
+            assert_eq!(first, Ok(Taken::Nothing), "the writer waits for it");
+            assert_eq!(
+                woken.0.load(Ordering::SeqCst),
+                before + 1,
+                "then wakes the writer"
+            );
+            assert_eq!(q.take(g, &mut b, &waker), Ok(Taken::Frames(1)));
+            assert!(b.take_unframed().is_none());
+            assert_eq!(frames_of(&mut b), frames_for(&heartbeat(2)));
+        });
+        assert_eq!(*sock.took.lock().unwrap(), chunk_for(&heartbeat(1)));
+    }
+
+    /// The one wire that senders' own writes and the writer's share, in write order; a
+    /// sender's write takes a varying part of its chunk (none, some, all).
+    #[derive(Debug, Default)]
+    struct Wire {
+        bytes: std::sync::Mutex<Vec<u8>>,
+        turn: AtomicUsize,
+    }
+
+    impl SocketSend for Wire {
+        fn try_send(&self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = match self.turn.fetch_add(1, Ordering::Relaxed) % 4 {
+                0 => return Err(std::io::ErrorKind::WouldBlock.into()),
+                1 => buf.len() / 2,
+                _ => buf.len(),
+            };
+            self.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn senders_writing_themselves_and_a_writer_keep_the_wire_in_order() {
+        const THREADS: u64 = 3;
+        const EACH: u64 = 3_000;
+        let q = Arc::new(StreamQueue::new(1 << 20));
+        q.set_direct(Some(Duration::ZERO));
+        let (generation, _) = q.attach(StreamType::Message, 0);
+        let wire = Arc::new(Wire::default());
+        q.lend_socket(generation, wire.clone());
+        let senders: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for k in 0..EACH {
+                        let m = Message {
+                            msg_type: MessageType::MsgHeartbeat as i32,
+                            to: 2,
+                            from: t + 1,
+                            commit: k,
+                            ..Default::default()
+                        };
+                        assert_eq!(q.push(&m), Push::Queued);
+                        if k % 8 == 0 {
+                            // Pauses, so that the writer idles and senders write.
+                            std::thread::sleep(Duration::from_micros(50));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
+        let mut taken = 0;
+        loop {
+            let mut frames = room();
+            match q.take(generation, &mut frames, &waker) {
+                Ok(Taken::Frames(n)) => {
+                    taken += n as u64;
+                    let rest = frames.take_unframed();
+                    let body = frames_of(&mut frames);
+                    let mut w = wire.bytes.lock().unwrap();
+                    w.extend_from_slice(rest.as_deref().unwrap_or_default());
+                    if !body.is_empty() {
+                        w.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                        w.extend_from_slice(&body);
+                        w.extend_from_slice(b"\r\n");
+                    }
+                }
+                // Nothing queued, no rest left, no sender writing: all are out.
+                Ok(Taken::Nothing) if taken + q.direct_writes() == THREADS * EACH => break,
+                Ok(Taken::Nothing) => std::thread::yield_now(),
+                other => panic!("{other:?}"),
+            }
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        // De-chunk the wire, then decode every message: each thread's in its order.
+        let mut chunked = bytes::Bytes::from(std::mem::take(&mut *wire.bytes.lock().unwrap()));
+        let mut dechunk = crate::http::chunked::ChunkedDecoder::new(&Default::default());
+        let mut body = Vec::new();
+        while let Some(ev) = dechunk.decode(&mut chunked).unwrap() {
+            match ev {
+                crate::http::chunked::ChunkedEvent::Data(d) => body.extend_from_slice(&d),
+                crate::http::chunked::ChunkedEvent::End => unreachable!(),
+            }
+        }
+        assert!(
+            chunked.is_empty() && dechunk.at_chunk_boundary(),
+            "whole chunks only"
+        );
+        let mut input = bytes::Bytes::from(body);
+        let mut dec = crate::codec::MessageStreamDecoder::new(&Default::default());
+        let mut m = Message::default();
+        let mut next = [0u64; THREADS as usize];
+        while dec.decode(&mut input, &mut m).unwrap().is_some() {
+            let t = (m.from - 1) as usize;
+            assert_eq!(m.commit, next[t], "thread {t}'s order");
+            next[t] += 1;
+        }
+        assert_eq!(next, [EACH; THREADS as usize], "none lost");
+        let direct = q.direct_writes();
+        assert!(direct > 0, "senders wrote some themselves");
+        assert!(direct < THREADS * EACH, "and the writer some");
+    }
+
+    #[test]
+    fn a_write_cut_short_by_a_new_connection_is_reported_dropped() {
+        let sock = Arc::new(FakeSocket {
+            room: 4,
+            gate: Some(std::sync::Barrier::new(2)),
+            ..Default::default()
+        });
+        let (q, _, _) = idle_direct(Duration::ZERO, sock.clone());
+        let gate = || sock.gate.as_ref().unwrap().wait();
+        std::thread::scope(|s| {
+            let writing = s.spawn(|| q.push(&heartbeat(1)));
+            gate();
+            let (g2, outdated) = q.attach(StreamType::Message, 0);
+            gate();
+            assert_eq!(outdated, 0, "the message in flight is not queued");
+            assert_eq!(writing.join().unwrap(), Push::Full, "dropped: report it");
+            let mut b = room();
+            assert_eq!(q.take(g2, &mut b, Waker::noop()), Ok(Taken::Nothing));
+            assert!(
+                b.take_unframed().is_none(),
+                "nothing of it reaches the new one"
+            );
+        });
     }
 
     #[test]

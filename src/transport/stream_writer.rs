@@ -84,6 +84,9 @@ impl StreamWriter {
         } else {
             let taken = queue.take(self.generation, &mut self.spare, cx.waker())?;
             batch.append_from(&mut self.spare, CHUNK_HEADER_ROOM);
+            if let Some(rest) = self.spare.take_unframed() {
+                batch.set_unframed(rest);
+            }
             taken
         };
         if let Taken::Frames(_) = taken {
@@ -134,6 +137,15 @@ impl StreamBody for StreamWriter {
             };
         }
         Poll::Pending
+    }
+
+    /// Lends the socket to the queue, for senders to write a lone message on it while
+    /// this writer is idle (the server polls with an emptied batch each time, after its
+    /// write completed, so idle means nothing in flight).
+    fn lend_socket(&mut self, socket: Arc<dyn crate::http::direct::SocketSend>) {
+        self.peer
+            .writer(self.kind)
+            .lend_socket(self.generation, socket);
     }
 
     fn closed(&mut self, error: Option<&str>) {

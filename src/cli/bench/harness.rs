@@ -281,6 +281,7 @@ pub fn member(id: u64, setup: &MemberSetup) -> Result<Member, TransportError> {
     cfg.io = setup.io;
     cfg.scheduling = setup.sched;
     cfg.linger = setup.linger;
+    cfg.direct_send = setup.direct_send;
     cfg.io_thread = setup.io_thread.clone();
     cfg.socket = setup.socket;
     if let Some(bytes) = setup.recv_backlog {
@@ -302,6 +303,8 @@ pub struct MemberSetup {
     pub sched: ThreadScheduling,
     /// Their stream readers' linger.
     pub linger: Duration,
+    /// Whether their senders write a lone message on an idle stream themselves.
+    pub direct_send: bool,
     /// The time latencies are measured from.
     pub epoch: Instant,
     /// Where received snapshots are saved.
@@ -399,11 +402,12 @@ struct Sample {
     receive_pauses: u64,
     linger_hits: u64,
     linger_misses: u64,
+    direct_writes: u64,
 }
 
 fn sample(tx: &Member, rx: &Member) -> Sample {
     let (mut sf, mut rf, mut moves, mut sleeps, mut pauses) = (0, 0, 0, 0, 0);
-    let (mut hits, mut misses, mut looks) = (0, 0, 0);
+    let (mut hits, mut misses, mut looks, mut direct) = (0, 0, 0, 0);
     for m in [tx, rx] {
         for p in m.transport.stats().peers {
             sf += p.sent_failures;
@@ -414,6 +418,7 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
             pauses += p.receive_pauses;
             hits += p.linger_hits;
             misses += p.linger_misses;
+            direct += p.direct_writes;
         }
     }
     Sample {
@@ -430,6 +435,7 @@ fn sample(tx: &Member, rx: &Member) -> Sample {
         receive_pauses: pauses,
         linger_hits: hits,
         linger_misses: misses,
+        direct_writes: direct,
     }
 }
 
@@ -455,6 +461,7 @@ fn fill(row: &mut Row, a: Sample, b: Sample, msgs: u64, harness_allocs: u64) {
     row.worker_sleeps = b.worker_sleeps - a.worker_sleeps;
     row.worker_looks = b.worker_looks - a.worker_looks;
     row.receive_pauses = b.receive_pauses - a.receive_pauses;
+    row.direct_writes = b.direct_writes - a.direct_writes;
     row.linger_hits = b.linger_hits - a.linger_hits;
     row.linger_misses = b.linger_misses - a.linger_misses;
 }

@@ -79,6 +79,11 @@ pub struct BenchArgs {
     /// Unset: the transport's default (`io::DEFAULT_LINGER`, 30)
     #[arg(long = "linger-us")]
     pub linger_us: Option<u64>,
+    /// Never write a message from the sending thread: every message crosses to the I/O
+    /// thread's writer (`Config::direct_send` off). By default a message sent on an idle
+    /// stream is written by the sending thread itself.
+    #[arg(long)]
+    pub no_direct_send: bool,
     /// I/O threads: shared (the default: the members run on one I/O thread, as the
     /// anchor's two transports run on one Go runtime) or own (each member starts its
     /// own, as a transport does unless given one).
@@ -289,6 +294,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         inline: args.inline,
         sched: args.sched,
         linger: args.linger(),
+        direct_send: !args.no_direct_send,
         epoch,
         snap_dir: dir.clone(),
         socket: args.socket.options(),
@@ -299,13 +305,14 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let io = n1.transport.backend().name();
     let congestion = setup.socket.congestion_in_effect();
     eprintln!(
-        "rafthttp bench: {} I/O, {} I/O threads, window {}{}, {} thread scheduling, linger {} us, TCP congestion control {}{}",
+        "rafthttp bench: {} I/O, {} I/O threads, window {}{}, {} thread scheduling, linger {} us, direct send {}, TCP congestion control {}{}",
         io,
         args.io_threads.name(),
         args.window,
         if args.no_prime || args.inline { "" } else { " (primed)" },
         args.sched.name(),
         args.linger().as_micros(),
+        if args.no_direct_send { "off" } else { "on" },
         congestion,
         if args.inline { ", inline" } else { "" }
     );
@@ -490,6 +497,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ("cpu_pair_rtt_ns", cpu_pair),
         ("sched", args.sched.name().to_string()),
         ("linger_us", args.linger().as_micros().to_string()),
+        ("direct_send", (!args.no_direct_send).to_string()),
         ("io_threads", args.io_threads.name().to_string()),
         ("tcp_congestion", congestion.clone()),
         (

@@ -1,6 +1,6 @@
 //! The bench's results, in the Go anchor's JSON schema (`{"meta":{…},"results":[…]}`,
 //! the same keys per row) plus `peak_rss_kib`, `worker_moves`, `worker_sleeps`, `worker_looks`,
-//! `receive_pauses`, `linger_hits` and `linger_misses`, and its table.
+//! `receive_pauses`, `linger_hits`, `linger_misses` and `direct_writes`, and its table.
 
 use std::collections::BTreeMap;
 
@@ -79,6 +79,10 @@ pub struct Row {
     /// during the row (`PeerStats::linger_hits`; not in the anchor's schema).
     #[serde(default)]
     pub linger_hits: u64,
+    /// Messages the sending thread wrote on an idle stream itself during the row
+    /// (`PeerStats::direct_writes`; not in the anchor's schema).
+    #[serde(default)]
+    pub direct_writes: u64,
     /// Times such a linger ran out during the row (`PeerStats::linger_misses`).
     #[serde(default)]
     pub linger_misses: u64,
