@@ -71,8 +71,9 @@ pub enum Routed {
 /// Counters for one peer (etcd's `etcd_network_*` metrics).
 #[derive(Debug)]
 pub struct PeerCounters {
-    /// Bytes sent to the peer (stream bytes counted when written, heartbeats included).
-    pub sent_bytes: AtomicU64,
+    /// Bytes sent to the peer (stream bytes counted when written, heartbeats included;
+    /// shared with the stream queues, which count what sending threads write themselves).
+    pub sent_bytes: Arc<AtomicU64>,
     /// Bytes received from it.
     pub received_bytes: AtomicU64,
     /// Messages that could not be sent (dropped or failed).
@@ -106,7 +107,7 @@ pub struct PeerCounters {
 impl Default for PeerCounters {
     fn default() -> Self {
         PeerCounters {
-            sent_bytes: AtomicU64::new(0),
+            sent_bytes: Arc::default(),
             received_bytes: AtomicU64::new(0),
             sent_failures: AtomicU64::new(0),
             received_failures: AtomicU64::new(0),
@@ -260,17 +261,20 @@ impl Peer {
         let (recv, prop) = (recvc.clone(), propc.clone());
         let pipeline = WriterQueue::new(sizes.pipeline);
         let (pipeline_generation, _) = pipeline.attach();
+        let counters = PeerCounters::default();
+        let stream_queue =
+            || StreamQueue::new(sizes.stream).counting_sent_in(counters.sent_bytes.clone());
         let peer = Arc::new(Peer {
             local,
             id,
             remote_only,
             status: PeerStatus::new(local, id),
             urls: UrlPicker::new(urls),
-            msgapp: StreamQueue::new(sizes.stream),
-            message: StreamQueue::new(sizes.stream),
+            msgapp: stream_queue(),
+            message: stream_queue(),
             pipeline,
             pipeline_generation,
-            counters: PeerCounters::default(),
+            counters,
             recvc,
             propc,
             send_pool: MessagePool::new(SEND_SHELLS),

@@ -180,6 +180,9 @@ struct DirectWrite {
 #[derive(Debug)]
 pub struct StreamQueue {
     capacity: usize,
+    /// Counts the frame bytes sending threads write themselves (the writer's are counted
+    /// by the stream writer), if set.
+    sent_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// A spin lock, not a `Mutex`: it is held only to encode one message or to swap a
     /// segment out, and its release is a plain store, where a `Mutex`'s is a locked
     /// exchange (to learn whether to wake a sleeper) that waits for the encoded
@@ -326,6 +329,7 @@ impl StreamQueue {
     pub fn new(capacity: usize) -> Self {
         StreamQueue {
             capacity,
+            sent_bytes: None,
             state: spin::mutex::SpinMutex::new(State {
                 working: false,
                 generation: 0,
@@ -345,6 +349,13 @@ impl StreamQueue {
                 direct_writes: 0,
             }),
         }
+    }
+
+    /// Counts the frame bytes that sending threads write themselves into `counter` (the
+    /// peer's sent bytes, to which the stream writer adds what it takes).
+    pub fn counting_sent_in(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.sent_bytes = Some(counter);
+        self
     }
 
     /// Takes the lock, spinning for a while before it yields the CPU. A sender holds it
@@ -415,6 +426,7 @@ impl StreamQueue {
     /// if the connection was replaced meanwhile and the message did not go out whole.
     fn write_direct(&self, mut d: DirectWrite) -> Push {
         let buf = d.frames.buf();
+        let frames = buf.len().saturating_sub(CHUNK_HEADER_ROOM);
         let start = end_chunk(ChunkSlot::at(0), buf, 0).unwrap_or(buf.len());
         let chunk = buf.len() - start;
         // A failed write is the writer's to find again, and to end the connection on.
@@ -425,6 +437,10 @@ impl StreamQueue {
         s.quiet_from = Some(Instant::now());
         let current = s.generation == d.generation && s.working;
         let mut push = Push::Queued;
+        if let Some(counter) = &self.sent_bytes {
+            // As the writer counts what it takes: the rest goes out (or fails) with it.
+            counter.fetch_add(frames as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         if sent < chunk {
             if current {
                 let mut rest = d.frames.buf().split();
@@ -771,7 +787,16 @@ mod tests {
         quiet: Duration,
         sock: Arc<FakeSocket>,
     ) -> (StreamQueue, Generation, Arc<Count>) {
-        let q = StreamQueue::new(8);
+        idle_direct_counted(quiet, sock, Arc::default())
+    }
+
+    /// [`idle_direct`], counting the bytes senders write in `sent`.
+    fn idle_direct_counted(
+        quiet: Duration,
+        sock: Arc<FakeSocket>,
+        sent: Arc<std::sync::atomic::AtomicU64>,
+    ) -> (StreamQueue, Generation, Arc<Count>) {
+        let q = StreamQueue::new(8).counting_sent_in(sent);
         q.set_direct(Some(quiet));
         let (g, _) = q.attach(StreamType::Message, 0);
         let count = Arc::new(Count(AtomicUsize::new(0)));
@@ -813,9 +838,16 @@ mod tests {
     #[test]
     fn an_idle_writers_lone_message_is_written_by_the_sender_and_wakes_no_one() {
         let sock = socket(usize::MAX);
-        let (q, g, woken) = idle_direct(Duration::ZERO, sock.clone());
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (q, g, woken) = idle_direct_counted(Duration::ZERO, sock.clone(), sent.clone());
         assert_eq!(q.push(&heartbeat(1)), Push::Queued);
         assert_eq!(*sock.took.lock().unwrap(), chunk_for(&heartbeat(1)));
+        let frames = frames_for(&heartbeat(1)).len() as u64;
+        assert_eq!(
+            sent.load(Ordering::Relaxed),
+            frames,
+            "counted as the writer would"
+        );
         assert_eq!(woken.0.load(Ordering::SeqCst), 0, "the writer sleeps on");
         assert_eq!((q.len(), q.direct_writes()), (0, 1));
         assert_eq!(q.take(g, &mut room(), Waker::noop()), Ok(Taken::Nothing));
@@ -947,6 +979,36 @@ mod tests {
         assert_eq!(*sock.took.lock().unwrap(), chunk_for(&heartbeat(1)));
     }
 
+    /// `threads` threads that each push `each` heartbeats numbered in `commit` (from:
+    /// the thread, from 1), pausing 50 µs after every `pause_every`-th.
+    fn spawn_senders(
+        q: &Arc<StreamQueue>,
+        threads: u64,
+        each: u64,
+        pause_every: Option<u64>,
+    ) -> Vec<std::thread::JoinHandle<()>> {
+        (0..threads)
+            .map(|t| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for k in 0..each {
+                        let m = Message {
+                            msg_type: MessageType::MsgHeartbeat as i32,
+                            to: 2,
+                            from: t + 1,
+                            commit: k,
+                            ..Default::default()
+                        };
+                        assert_eq!(q.push(&m), Push::Queued);
+                        if pause_every.is_some_and(|n| k % n == 0) {
+                            std::thread::sleep(Duration::from_micros(50));
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// The one wire that senders' own writes and the writer's share, in write order; a
     /// sender's write takes a varying part of its chunk (none, some, all).
     #[derive(Debug, Default)]
@@ -976,27 +1038,8 @@ mod tests {
         let (generation, _) = q.attach(StreamType::Message, 0);
         let wire = Arc::new(Wire::default());
         q.lend_socket(generation, wire.clone());
-        let senders: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let q = q.clone();
-                std::thread::spawn(move || {
-                    for k in 0..EACH {
-                        let m = Message {
-                            msg_type: MessageType::MsgHeartbeat as i32,
-                            to: 2,
-                            from: t + 1,
-                            commit: k,
-                            ..Default::default()
-                        };
-                        assert_eq!(q.push(&m), Push::Queued);
-                        if k % 8 == 0 {
-                            // Pauses, so that the writer idles and senders write.
-                            std::thread::sleep(Duration::from_micros(50));
-                        }
-                    }
-                })
-            })
-            .collect();
+        // Pauses, so that the writer idles and senders write.
+        let senders = spawn_senders(&q, THREADS, EACH, Some(8));
         let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
         let mut taken = 0;
         loop {
@@ -1296,23 +1339,7 @@ mod tests {
         let q = Arc::new(StreamQueue::new(1 << 20));
         let (generation, _) = q.attach(StreamType::Message, 0);
         let waker: Waker = Arc::new(Count(AtomicUsize::new(0))).into();
-        let senders: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let q = q.clone();
-                std::thread::spawn(move || {
-                    for k in 0..EACH {
-                        let m = Message {
-                            msg_type: MessageType::MsgHeartbeat as i32,
-                            to: 2,
-                            from: t + 1,
-                            commit: k,
-                            ..Default::default()
-                        };
-                        assert_eq!(q.push(&m), Push::Queued);
-                    }
-                })
-            })
-            .collect();
+        let senders = spawn_senders(&q, THREADS, EACH, None);
         let mut next = [0u64; THREADS as usize];
         let mut dec = crate::codec::MessageStreamDecoder::new(&Default::default());
         let mut m = Message::default();
