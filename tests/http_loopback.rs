@@ -1100,6 +1100,10 @@ impl StreamBody for WritesItself {
         Poll::Ready(Ok(true))
     }
 
+    fn wants_socket(&self) -> bool {
+        true
+    }
+
     fn lend_socket(&mut self, socket: std::sync::Arc<dyn rafthttp::http::direct::SocketSend>) {
         self.socket = Some(socket);
     }

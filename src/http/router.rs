@@ -55,10 +55,16 @@ pub trait StreamBody {
     /// a write failed or timed out, or the body finished).
     fn closed(&mut self, _error: Option<&str>) {}
 
+    /// Whether the source would use its connection's socket ([`lend_socket`](Self::lend_socket));
+    /// `false` by default, and the server then makes no duplicate of it.
+    fn wants_socket(&self) -> bool {
+        false
+    }
+
     /// The connection's socket, lent once the response head is written and before the
-    /// first poll: the source may let another thread write on it while nothing of the
-    /// source's own is in flight, and hand back what the socket did not take as a
-    /// batch's unframed bytes (see [`super::direct`]). Ignored by default.
+    /// first poll, if [`wants_socket`](Self::wants_socket): the source may let another
+    /// thread write on it while nothing of the source's own is in flight, and hand back
+    /// what the socket did not take as a batch's unframed bytes (see [`super::direct`]).
     fn lend_socket(&mut self, _socket: std::sync::Arc<dyn super::direct::SocketSend>) {}
 }
 

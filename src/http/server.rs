@@ -437,8 +437,11 @@ impl Server {
         };
         tokio::pin!(client_gone);
         // Without a duplicate (out of descriptors), every write stays on this thread.
-        if let Ok(dup) = super::direct::DupSocket::new(io.conn().fd(), Some(self.wire.clone())) {
-            source.lend_socket(std::sync::Arc::new(dup));
+        if source.wants_socket() {
+            if let Ok(dup) = super::direct::DupSocket::new(io.conn().fd(), Some(self.wire.clone()))
+            {
+                source.lend_socket(std::sync::Arc::new(dup));
+            }
         }
         let mut batch = Batch::with_capacity(self.pool.buffer_size());
         let mut pieces: Vec<Bytes> = Vec::new();

@@ -293,20 +293,17 @@ impl State {
     /// from 12–14 to 0.2–0.3 M messages/s. A message that follows the last write within
     /// the quiet time is queued and wakes the writer, which then carries the flow.
     fn direct_write(&mut self) -> Option<DirectWrite> {
-        let quiet = self.direct?;
+        let (quiet, socket) = (self.direct?, self.socket.as_ref()?);
         if !self.writer_idle
             || self.direct_in_flight
             || self.unframed.is_some()
             || self.segments.len() != 1
             || self.segments[0].frames.referenced_len() > 0
-            || self.socket.is_none()
+            || self.quiet_from.is_some_and(|from| from.elapsed() < quiet)
         {
             return None;
         }
-        if self.quiet_from.is_some_and(|from| from.elapsed() < quiet) {
-            return None;
-        }
-        let socket = self.socket.clone()?;
+        let socket = socket.clone();
         let seg = self.segments.pop_front()?;
         self.queued -= seg.msgs;
         self.direct_in_flight = true;
@@ -484,6 +481,12 @@ impl StreamQueue {
         if s.direct.is_some() && s.working && s.generation == generation.get() {
             s.socket = Some(socket);
         }
+    }
+
+    /// Whether sending threads may write on the connection themselves (a socket lent
+    /// now would be used; see [`set_direct`](Self::set_direct)).
+    pub fn is_direct(&self) -> bool {
+        self.lock().direct.is_some()
     }
 
     /// Messages sending threads wrote on the connection themselves, whole or in part
@@ -774,6 +777,15 @@ mod tests {
         }
     }
 
+    /// A socket whose writes wait at its gate (see [`FakeSocket`]).
+    fn gated_socket(room: usize) -> Arc<FakeSocket> {
+        Arc::new(FakeSocket {
+            room,
+            gate: Some(std::sync::Barrier::new(2)),
+            ..Default::default()
+        })
+    }
+
     fn socket(room: usize) -> Arc<FakeSocket> {
         Arc::new(FakeSocket {
             room,
@@ -948,11 +960,7 @@ mod tests {
 
     #[test]
     fn nothing_overtakes_a_senders_write_in_flight() {
-        let sock = Arc::new(FakeSocket {
-            room: usize::MAX,
-            gate: Some(std::sync::Barrier::new(2)),
-            ..Default::default()
-        });
+        let sock = gated_socket(usize::MAX);
         let (q, g, woken) = idle_direct(Duration::ZERO, sock.clone());
         let gate = || sock.gate.as_ref().unwrap().wait();
         std::thread::scope(|s| {
@@ -1097,11 +1105,7 @@ mod tests {
 
     #[test]
     fn a_write_cut_short_by_a_new_connection_is_reported_dropped() {
-        let sock = Arc::new(FakeSocket {
-            room: 4,
-            gate: Some(std::sync::Barrier::new(2)),
-            ..Default::default()
-        });
+        let sock = gated_socket(4);
         let (q, _, _) = idle_direct(Duration::ZERO, sock.clone());
         let gate = || sock.gate.as_ref().unwrap().wait();
         std::thread::scope(|s| {

@@ -139,6 +139,11 @@ impl StreamBody for StreamWriter {
         Poll::Pending
     }
 
+    /// Only when the peer's queues take direct writes (`Config::direct_send`).
+    fn wants_socket(&self) -> bool {
+        self.peer.writer(self.kind).is_direct()
+    }
+
     /// Lends the socket to the queue, for senders to write a lone message on it while
     /// this writer is idle (the server polls with an emptied batch each time, after its
     /// write completed, so idle means nothing in flight).
