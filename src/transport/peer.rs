@@ -64,6 +64,9 @@ pub enum Routed {
     Dropped(&'static str),
     /// A msgapp v1 stream of this term ended on a higher-term message: report.
     Ended(u64),
+    /// The sending thread's own write of it was cut short by a new connection: lost
+    /// with the old one, as queued messages are; report.
+    Outdated,
     /// No stream takes it: the pipeline does.
     Pipeline,
 }
@@ -359,6 +362,7 @@ impl Peer {
                 stream_queue::Push::Queued => return Routed::Queued,
                 stream_queue::Push::Full => return Routed::Dropped(channel),
                 stream_queue::Push::Ended(stream_term) => return Routed::Ended(stream_term),
+                stream_queue::Push::Outdated => return Routed::Outdated,
                 stream_queue::Push::NotWorking => {}
             }
         }
@@ -373,6 +377,11 @@ impl Peer {
             Routed::Ended(stream_term) => {
                 tracing::warn!(remote_peer_id = %format_args!("{:x}", self.id), stream_term, message_term = m.term, "closed msgapp v1 stream on a higher term");
                 // The message is lost, as in etcd; raft resends after the report.
+                self.raft.report_unreachable(self.id);
+            }
+            Routed::Outdated => {
+                tracing::debug!(remote_peer_id = %format_args!("{:x}", self.id), "lost a message being written on a replaced stream connection");
+                // As for the messages an attach finds queued: raft resends after it.
                 self.raft.report_unreachable(self.id);
             }
             Routed::Pipeline => self.send_by_pipeline(m.clone()),

@@ -75,6 +75,10 @@ pub enum Push {
     Queued,
     /// The queue is full: nothing was encoded (drop and report it).
     Full,
+    /// The sending thread was writing the message itself when its connection was
+    /// replaced, and it did not go out whole: outdated with the connection, as queued
+    /// messages are on an attach (report the peer unreachable; the queue was not full).
+    Outdated,
     /// No connection is attached: try the next channel.
     NotWorking,
     /// A msgapp v1 stream (of the term given) saw a message of a higher term: the
@@ -419,7 +423,7 @@ impl StreamQueue {
 
     /// Writes a lone message's chunk on the socket from the calling thread, outside the
     /// lock; what the socket does not take (all of it after an error) is left for the
-    /// writer to write first, which is woken for it. `Push::Full` (dropped: report it)
+    /// writer to write first, which is woken for it. `Push::Outdated` (lost: report it)
     /// if the connection was replaced meanwhile and the message did not go out whole.
     fn write_direct(&self, mut d: DirectWrite) -> Push {
         let buf = d.frames.buf();
@@ -444,7 +448,7 @@ impl StreamQueue {
                 rest.advance(start + sent);
                 s.unframed = Some(rest.freeze());
             } else {
-                push = Push::Full;
+                push = Push::Outdated;
             }
         }
         s.keep_spare(d.frames);
@@ -1104,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_cut_short_by_a_new_connection_is_reported_dropped() {
+    fn a_write_cut_short_by_a_new_connection_is_reported_outdated() {
         let sock = gated_socket(4);
         let (q, _, _) = idle_direct(Duration::ZERO, sock.clone());
         let gate = || sock.gate.as_ref().unwrap().wait();
@@ -1114,7 +1118,7 @@ mod tests {
             let (g2, outdated) = q.attach(StreamType::Message, 0);
             gate();
             assert_eq!(outdated, 0, "the message in flight is not queued");
-            assert_eq!(writing.join().unwrap(), Push::Full, "dropped: report it");
+            assert_eq!(writing.join().unwrap(), Push::Outdated, "lost: report it");
             let mut b = room();
             assert_eq!(q.take(g2, &mut b, Waker::noop()), Ok(Taken::Nothing));
             assert!(
