@@ -55,7 +55,12 @@ bench="$root/target/release/rafthttp"
 quick=()
 [ "$QUICK" = 1 ] && quick=(--quick)
 
-echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r), TCP congestion control $(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo unknown), loopback qdisc $(tc qdisc show dev lo 2>/dev/null | awk '{print $2; exit}')" >&2
+# A VM whose balloon reports free memory to the host (the order printed; none: no page
+# reporting in this kernel) faults on
+# the host when that memory is touched again: what a row writes into new memory (the
+# snapshot row's files in /dev/shm) depends on what ran before it (docs/performance.md).
+reporting="$(cat /sys/module/page_reporting/parameters/page_reporting_order 2>/dev/null || echo none)"
+echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r), TCP congestion control $(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo unknown), loopback qdisc $(tc qdisc show dev lo 2>/dev/null | awk '{print $2; exit}'), free page reporting order $reporting" >&2
 # Interleave the sides run by run, so that drift on a shared machine hits both.
 for i in $(seq 1 "$RUNS"); do
 	echo "== round $i/$RUNS: Go anchor" >&2
