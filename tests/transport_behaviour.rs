@@ -349,11 +349,7 @@ fn msgappv2_round_trips_across_term_changes_and_reconnects() {
         // Reconnect: both ends start a fresh (term, index) state.
         a.remove_peer(2);
         b.remove_peer(1);
-        a.add_peer(2, &[url(&b)]).unwrap();
-        b.add_peer(1, &[url(&a)]).unwrap();
-        wait_until(Duration::from_secs(10), || {
-            tc::streams_up(&a) && tc::streams_up(&b)
-        });
+        tc::link(&a, &b);
         let more = vec![msg(5, 5, 2), msg(5, 5, 2), msg(6, 5, 1)];
         for m in &more {
             a.send_message(m.clone());
@@ -446,11 +442,7 @@ fn metrics_use_etcds_names_and_the_prober_records_round_trips() {
     let io = io_modes()[0];
     let (a, _ra) = start(1, io, |c| c.probe_interval = Duration::from_millis(20));
     let (b, rb) = start(2, io, |c| c.probe_interval = Duration::from_millis(20));
-    a.add_peer(2, &[url(&b)]).unwrap();
-    b.add_peer(1, &[url(&a)]).unwrap();
-    wait_until(Duration::from_secs(10), || {
-        tc::streams_up(&a) && tc::streams_up(&b)
-    });
+    tc::link(&a, &b);
     let mut src = AppSource::new(1, 2, 1, 64);
     for _ in 0..100 {
         a.send_message(src.next_message());
@@ -785,11 +777,7 @@ fn after_a_lone_message_a_reader_lingers_and_finds_the_next_one_itself() {
         for linger in [Duration::from_secs(2), Duration::ZERO] {
             let (a, ra) = start(1, io, |_| {});
             let (b, rb) = start(2, io, |c| c.linger = linger);
-            a.add_peer(2, &[url(&b)]).unwrap();
-            b.add_peer(1, &[url(&a)]).unwrap();
-            wait_until(Duration::from_secs(10), || {
-                tc::streams_up(&a) && tc::streams_up(&b)
-            });
+            tc::link(&a, &b);
             // One at a time, each well within the linger of the one before.
             for k in 1..=20 {
                 a.send(&[app(1, 2, k as u64)]);

@@ -124,11 +124,7 @@ fn recycled_messages_carry_nothing_over() {
         let (a, _ra) = tc::start(1, io, |_| {});
         let (b, rb) = tc::start(2, io, |_| {});
         rb.borrow.store(true, std::sync::atomic::Ordering::Relaxed);
-        a.add_peer(2, &[tc::url(&b)]).unwrap();
-        b.add_peer(1, &[tc::url(&a)]).unwrap();
-        tc::wait_until(Duration::from_secs(10), || {
-            tc::streams_up(&a) && tc::streams_up(&b)
-        });
+        tc::link(&a, &b);
         let mut src = AppSource::new(1, 2, 3, 100);
         let mut sent = Vec::new();
         for i in 0..6000u64 {
@@ -261,11 +257,7 @@ fn the_configured_congestion_control_is_on_every_connection() {
         let set = |c: &mut rafthttp::transport::Config| c.socket.congestion = Some(name);
         let (a, _ra) = tc::start(1, io, set);
         let (b, rb) = tc::start(2, io, set);
-        a.add_peer(2, &[tc::url(&b)]).unwrap();
-        b.add_peer(1, &[tc::url(&a)]).unwrap();
-        tc::wait_until(Duration::from_secs(10), || {
-            tc::streams_up(&a) && tc::streams_up(&b)
-        });
+        tc::link(&a, &b);
         let mut src = AppSource::new(1, 2, 1, 64);
         paced_send(&a, &rb, (0..2000).map(|_| src.next_message()).collect());
         // Both members' listening ports: the streams each dialled, and those it accepted.
@@ -341,11 +333,7 @@ fn stuck_worker_backlog(
         cfg.queues.recv_backlog = recv_backlog;
     })
     .unwrap();
-    a.add_peer(2, &[tc::url(&b)]).unwrap();
-    b.add_peer(1, &[tc::url(&a)]).unwrap();
-    tc::wait_until(Duration::from_secs(10), || {
-        tc::streams_up(&a) && tc::streams_up(&b)
-    });
+    tc::link(&a, &b);
     let mut src = AppSource::new(1, 2, 1, 8192);
     let sent: Vec<u64> = (0..N)
         .map(|_| {
@@ -416,11 +404,7 @@ fn lone_messages_on_idle_streams_are_written_by_the_sender_unless_turned_off() {
         for direct in [true, false] {
             let (a, _ra) = tc::start(1, io, |c| c.direct_send = direct);
             let (b, rb) = tc::start(2, io, |_| {});
-            a.add_peer(2, &[tc::url(&b)]).unwrap();
-            b.add_peer(1, &[tc::url(&a)]).unwrap();
-            tc::wait_until(Duration::from_secs(10), || {
-                tc::streams_up(&a) && tc::streams_up(&b)
-            });
+            tc::link(&a, &b);
             let mut src = AppSource::new(1, 2, 1, 64);
             let mut sent = Vec::new();
             for i in 0..20u64 {

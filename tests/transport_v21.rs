@@ -219,11 +219,7 @@ fn msgappv2_and_message_streams_keep_their_connections_across_terms() {
 fn keep_connections_on(io: IoMode) {
     let (a, _ra) = start(1, io, |c| c.profile = Profile::Etcd21);
     let (b, rb) = start(2, io, |c| c.profile = Profile::Etcd21);
-    a.add_peer(2, &[tc::url(&b)]).unwrap();
-    b.add_peer(1, &[tc::url(&a)]).unwrap();
-    wait_until(Duration::from_secs(10), || {
-        tc::streams_up(&a) && tc::streams_up(&b)
-    });
+    tc::link(&a, &b);
     let attaches = || a.stats().peers[0].stream_attaches;
     let before = attaches();
     for term in 1..=5u64 {

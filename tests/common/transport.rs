@@ -172,10 +172,16 @@ pub fn pair_processing(
     };
     let (a, ra) = started(1);
     let (b, rb) = started(2);
-    a.add_peer(2, &[url(&b)]).unwrap();
-    b.add_peer(1, &[url(&a)]).unwrap();
-    wait_until(Duration::from_secs(10), || streams_up(&a) && streams_up(&b));
+    link(&a, &b);
     (a, ra, b, rb)
+}
+
+/// Makes members 1 (`a`) and 2 (`b`) each other's peer and waits until both streams
+/// are attached both ways.
+pub fn link(a: &Transport, b: &Transport) {
+    a.add_peer(2, &[url(b)]).unwrap();
+    b.add_peer(1, &[url(a)]).unwrap();
+    wait_until(Duration::from_secs(10), || streams_up(a) && streams_up(b));
 }
 
 pub fn streams_up(t: &Transport) -> bool {
